@@ -1,0 +1,20 @@
+"""FastAPI dependencies shared by routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from zhifu.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The process's :class:`Runtime`, stored on the app by ``create_app``."""
+    runtime = request.app.state.runtime
+    if not isinstance(runtime, Runtime):
+        raise TypeError("app.state.runtime must hold the Runtime: build the app with create_app")
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

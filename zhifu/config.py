@@ -1,0 +1,84 @@
+"""Configuration, read once from environment variables.
+
+Every setting has a documented default (see docs/configuration.md) so that the
+embedded single-process mode needs no configuration at all. A PostgreSQL URL in
+``ZHIFU_DATABASE_URL`` switches engines with no code change.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOME = "var"
+GROUP_COMMIT_WAIT_MS_MAX = 100
+DB_POOL_SIZE_MAX = 64
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value that is not allowed."""
+
+
+def _int_env(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Process-wide settings. Build with :func:`load_settings`."""
+
+    home: Path
+    database_url: str
+    ledger_signing_key: str | None
+    ledger_signing_key_file: Path
+    ledger_verify_keys: tuple[str, ...]
+    api_token: str | None
+    log_level: str
+    log_format: str
+    db_pool_size: int
+    group_commit_wait_ms: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings from ``env`` (default: the process environment)."""
+    env = dict(os.environ) if env is None else env
+    home = Path(env.get("ZHIFU_HOME") or DEFAULT_HOME)
+    database_url = env.get("ZHIFU_DATABASE_URL") or f"sqlite:///{home / 'zhifu.db'}"
+    log_format = env.get("ZHIFU_LOG_FORMAT", "json")
+    if log_format not in ("json", "console"):
+        raise ConfigError(f"ZHIFU_LOG_FORMAT must be 'json' or 'console', got {log_format!r}")
+    log_level = env.get("ZHIFU_LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"ZHIFU_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    verify_keys = tuple(k.strip() for k in env.get("ZHIFU_LEDGER_VERIFY_KEYS", "").split(",") if k.strip())
+    return Settings(
+        home=home,
+        database_url=database_url,
+        ledger_signing_key=env.get("ZHIFU_LEDGER_SIGNING_KEY") or None,
+        ledger_signing_key_file=Path(
+            env.get("ZHIFU_LEDGER_SIGNING_KEY_FILE") or home / "ledger-signing.key"
+        ),
+        ledger_verify_keys=verify_keys,
+        api_token=env.get("ZHIFU_API_TOKEN") or None,
+        log_level=log_level,
+        log_format=log_format,
+        db_pool_size=_int_env(env, "ZHIFU_DB_POOL_SIZE", 8, 1, DB_POOL_SIZE_MAX),
+        group_commit_wait_ms=_int_env(
+            env, "ZHIFU_GROUP_COMMIT_WAIT_MS", 2, 0, GROUP_COMMIT_WAIT_MS_MAX
+        ),
+    )

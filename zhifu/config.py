@@ -64,8 +64,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"ZHIFU_LOG_FORMAT must be 'json' or 'console', got {log_format!r}")
     log_level = env.get("ZHIFU_LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"ZHIFU_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
-    verify_keys = tuple(k.strip() for k in env.get("ZHIFU_LEDGER_VERIFY_KEYS", "").split(",") if k.strip())
+        raise ConfigError(
+            f"ZHIFU_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
+        )
+    verify_keys = tuple(
+        k.strip() for k in env.get("ZHIFU_LEDGER_VERIFY_KEYS", "").split(",") if k.strip()
+    )
     return Settings(
         home=home,
         database_url=database_url,

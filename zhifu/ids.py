@@ -19,7 +19,7 @@ _COUNTER_BITS = 12  # rand_a: a monotonic counter within one millisecond
 
 def uuid7() -> uuid.UUID:
     """A new UUIDv7; ids made by one process are strictly increasing."""
-    global _last_ms, _counter
+    global _last_ms, _counter  # noqa: PLW0603 - process-wide monotonic state
     with _lock:
         now_ms = time.time_ns() // 1_000_000
         if now_ms > _last_ms:

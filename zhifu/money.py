@@ -49,6 +49,7 @@ AMOUNT_MINOR_MAX: Final = 2**63 - 1  # the SQL BIGINT maximum
 AMOUNT_TEXT_LENGTH_MAX: Final = 32  # the longest valid amount text is 21 characters
 SPLIT_PARTS_MAX: Final = 10_000
 SPLIT_WEIGHT_MAX: Final = AMOUNT_MINOR_MAX
+_PREVIEW_LENGTH_MAX: Final = 40  # error messages echo at most this much of the input
 
 
 class MoneyError(ValueError):
@@ -350,9 +351,6 @@ def _check_range(amount_minor: int, what: str) -> None:
             f"{what} is out of range: allowed is -{AMOUNT_MINOR_MAX}..{AMOUNT_MINOR_MAX} "
             "minor units (SQL BIGINT)"
         )
-
-
-_PREVIEW_LENGTH_MAX: Final = 40  # error messages echo at most this much of the input
 
 
 def _preview(value: object) -> str:

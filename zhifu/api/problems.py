@@ -183,7 +183,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     for status in statuses:
         _check_status(status)
         model = ValidationProblem if status == 422 else Problem
-        responses[status] = {"model": model, "description": http.HTTPStatus(status).phrase}
+        responses[status] = {"model": model, "description": _phrase(status)}
     return responses
 
 
@@ -212,8 +212,15 @@ def problem_response(
     return ProblemJSONResponse(body, status_code=status, headers=response_headers)
 
 
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:  # a status without a registered reason phrase
+        return "Client Error" if status < 500 else "Server Error"
+
+
 def _slug_for_status(status: int) -> str:
-    return http.HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
+    return re.sub(r"[^a-z0-9]+", "-", _phrase(status).lower().replace("'", "")).strip("-")
 
 
 def _problem_error_handler(request: Request, exc: Exception) -> Response:
@@ -236,11 +243,11 @@ def _http_exception_handler(request: Request, exc: Exception) -> Response:
     status = exc.status_code
     if status < 400:  # not an error: a redirect or "not modified" raised as an exception
         return Response(status_code=status, headers=exc.headers)
-    phrase = http.HTTPStatus(status).phrase
+    phrase = _phrase(status)
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     if detail is None and status == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        detail = f"{request.method} is not allowed here; allowed methods: {allowed}."
+        detail = f"This method is not allowed here; allowed methods: {allowed}."
     return problem_response(
         request,
         status=status,
@@ -251,15 +258,20 @@ def _http_exception_handler(request: Request, exc: Exception) -> Response:
     )
 
 
+def _plain_message(message: str) -> str:
+    """Drop pydantic's "Value error, " prefix: the message is ours and says it all."""
+    return message.removeprefix("Value error, ")
+
+
 def field_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
     """Field, message and type of each validation error; never the rejected input."""
     listed = []
-    for error in errors[:VALIDATION_ERRORS_MAX]:
-        location = error.get("loc", ()) if isinstance(error, Mapping) else ()
+    for raw in errors[:VALIDATION_ERRORS_MAX]:
+        error: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         listed.append(
             {
-                "field": ".".join(str(part) for part in location),
-                "message": str(error.get("msg", "invalid value")),
+                "field": ".".join(str(part) for part in error.get("loc", ())),
+                "message": _plain_message(str(error.get("msg", "invalid value"))),
                 "type": str(error.get("type", "value_error")),
             }
         )
@@ -394,4 +406,3 @@ def _references(node: Any, ref: str) -> bool:
     if isinstance(node, list):
         return any(_references(item, ref) for item in node)
     return False
-

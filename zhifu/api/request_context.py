@@ -65,4 +65,14 @@ def route_template(scope: Scope) -> str:
     sub-application the template is relative to the mount point.
     """
     template = getattr(scope.get("route"), "path_format", None)
-    return template if isinstance(template, str) else UNMATCHED_ROUTE
+    if isinstance(template, str):
+        return template
+    # FastAPI's router records only its API routes in the scope; a plain route
+    # (the OpenAPI document) leaves just its endpoint behind.
+    endpoint = scope.get("endpoint")
+    if endpoint is not None:
+        for route in getattr(scope.get("router"), "routes", ()):
+            template = getattr(route, "path_format", None)
+            if getattr(route, "endpoint", None) is endpoint and isinstance(template, str):
+                return template
+    return UNMATCHED_ROUTE

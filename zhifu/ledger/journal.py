@@ -144,7 +144,9 @@ def seal(connection: Connection, signer: Ed25519Signer, now_ts: int, limit: int)
         prev = digest
     marks = ", ".join([m] * 10)
     raw = sql.raw()
-    raw.cursor().executemany(f"INSERT INTO ledger_blocks ({BLOCK_COLUMNS}) VALUES ({marks})", blocks)
+    raw.cursor().executemany(
+        f"INSERT INTO ledger_blocks ({BLOCK_COLUMNS}) VALUES ({marks})", blocks
+    )
     raw.cursor().executemany(
         f"DELETE FROM ledger_unsealed_batches WHERE batch_id = {m}", [(b[1],) for b in blocks]
     )
@@ -154,7 +156,8 @@ def seal(connection: Connection, signer: Ed25519Signer, now_ts: int, limit: int)
 def batch_leaf_hashes(sql: LedgerSql, batch_id: uuid.UUID) -> list[tuple[uuid.UUID, bytes]]:
     m = sql.mark
     rows = sql.query(
-        f"SELECT {TRANSFER_COLUMNS} FROM ledger_transfers WHERE batch_id = {m} ORDER BY batch_index",
+        f"SELECT {TRANSFER_COLUMNS} FROM ledger_transfers WHERE batch_id = {m}"
+        " ORDER BY batch_index",
         (sql.id_in(batch_id),),
     )
     transfers = [sql.transfer_from_row(row) for row in rows]

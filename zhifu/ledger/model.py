@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag, StrEnum
+from typing import NamedTuple
 
 from zhifu.invariant import invariant
 from zhifu.ledger import merkle
@@ -67,8 +68,18 @@ CLIENT_TRANSFER_FLAGS = (
     | TransferFlags.POST_PENDING
     | TransferFlags.VOID_PENDING
 )
-_PHASE_FLAGS = TransferFlags.PENDING | TransferFlags.POST_PENDING | TransferFlags.VOID_PENDING
-_RESOLVE_FLAGS = TransferFlags.POST_PENDING | TransferFlags.VOID_PENDING
+# Plain ints for the hot path: IntFlag arithmetic costs a Python call per operation.
+_T_LINKED = int(TransferFlags.LINKED)
+_T_PENDING = int(TransferFlags.PENDING)
+_T_POST_PENDING = int(TransferFlags.POST_PENDING)
+_T_VOID_PENDING = int(TransferFlags.VOID_PENDING)
+_T_EXPIRY = int(TransferFlags.EXPIRY)
+_A_DEBITS_MUST_NOT_EXCEED_CREDITS = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+_A_CREDITS_MUST_NOT_EXCEED_DEBITS = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+_A_HISTORY = int(AccountFlags.HISTORY)
+_CLIENT_FLAGS = int(CLIENT_TRANSFER_FLAGS)
+_PHASE_FLAGS = _T_PENDING | _T_POST_PENDING | _T_VOID_PENDING
+_RESOLVE_FLAGS = _T_POST_PENDING | _T_VOID_PENDING
 
 
 class Result(StrEnum):
@@ -183,14 +194,14 @@ class Account:
     def balance_posted(self) -> int:
         """Posted balance on the account's normal side (credit-normal when it
         may not be overdrawn, debit-normal when it may not go into credit)."""
-        if self.flags & AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS:
+        if self.flags & _A_CREDITS_MUST_NOT_EXCEED_DEBITS:
             return self.debits_posted - self.credits_posted
         return self.credits_posted - self.debits_posted
 
     @property
     def balance_available(self) -> int:
         """Posted balance less pending holds against it."""
-        if self.flags & AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS:
+        if self.flags & _A_CREDITS_MUST_NOT_EXCEED_DEBITS:
             return self.debits_posted - self.credits_posted - self.credits_pending
         return self.credits_posted - self.debits_posted - self.debits_pending
 
@@ -207,8 +218,7 @@ class AccountRequest:
     owner_ref: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TransferRequest:
+class TransferRequest(NamedTuple):
     """One event of a batch, as a client submits it.
 
     For ``post_pending`` and ``void_pending`` events the accounts, currency and
@@ -229,8 +239,7 @@ class TransferRequest:
     timeout_s: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Transfer:
+class Transfer(NamedTuple):
     """A committed transfer. Immutable, here and in the database."""
 
     id: uuid.UUID
@@ -254,9 +263,8 @@ class Transfer:
         return encode_leaf(self)
 
 
-@dataclass(frozen=True, slots=True)
-class TransferOutcome:
-    index: int
+class TransferOutcome(NamedTuple):
+    position: int  # the event's index in its batch
     id: uuid.UUID
     result: Result
     ts: int | None = None
@@ -363,21 +371,21 @@ def fingerprint(request: TransferRequest) -> bytes:
 def validate_transfer(request: TransferRequest, *, system: bool = False) -> Result:
     """Checks that depend on the event alone, in precedence order."""
     flags = request.flags
-    if request.id == NIL_ID:
+    if request.id.int == 0:
         return Result.ID_MUST_NOT_BE_ZERO
-    allowed = CLIENT_TRANSFER_FLAGS | (TransferFlags.EXPIRY if system else 0)
+    allowed = _CLIENT_FLAGS | (_T_EXPIRY if system else 0)
     if flags & ~allowed:
         return Result.RESERVED_FLAG
     phase = flags & _PHASE_FLAGS
     if phase and phase & (phase - 1):
         return Result.FLAGS_ARE_MUTUALLY_EXCLUSIVE
-    if flags & TransferFlags.EXPIRY and not flags & TransferFlags.VOID_PENDING:
+    if flags & _T_EXPIRY and not flags & _T_VOID_PENDING:
         return Result.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     resolving = bool(phase & _RESOLVE_FLAGS)
     if not resolving:
-        if request.debit_account_id is None or request.debit_account_id == NIL_ID:
+        if request.debit_account_id is None or request.debit_account_id.int == 0:
             return Result.DEBIT_ACCOUNT_ID_MUST_NOT_BE_ZERO
-        if request.credit_account_id is None or request.credit_account_id == NIL_ID:
+        if request.credit_account_id is None or request.credit_account_id.int == 0:
             return Result.CREDIT_ACCOUNT_ID_MUST_NOT_BE_ZERO
     if (
         request.debit_account_id is not None
@@ -385,13 +393,13 @@ def validate_transfer(request: TransferRequest, *, system: bool = False) -> Resu
     ):
         return Result.ACCOUNTS_MUST_BE_DIFFERENT
     if resolving:
-        if request.pending_id is None or request.pending_id == NIL_ID:
+        if request.pending_id is None or request.pending_id.int == 0:
             return Result.PENDING_ID_MUST_NOT_BE_ZERO
         if request.pending_id == request.id:
             return Result.PENDING_ID_MUST_BE_DIFFERENT
     elif request.pending_id is not None:
         return Result.PENDING_ID_MUST_BE_ZERO
-    if request.timeout_s and not flags & TransferFlags.PENDING:
+    if request.timeout_s and not flags & _T_PENDING:
         return Result.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
     amount = request.amount
     if amount is None:
@@ -445,11 +453,11 @@ def compare_existing(request: TransferRequest, existing: Transfer) -> Result:
 
 
 def validate_account(request: AccountRequest) -> AccountResult:
-    if request.id == NIL_ID:
+    if request.id.int == 0:
         return AccountResult.ID_MUST_NOT_BE_ZERO
     if request.flags & ~ACCOUNT_FLAGS_ALL:
         return AccountResult.RESERVED_FLAG
-    both = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
+    both = _A_DEBITS_MUST_NOT_EXCEED_CREDITS | _A_CREDITS_MUST_NOT_EXCEED_DEBITS
     if request.flags & both == both:
         return AccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if request.code == 0:
@@ -500,6 +508,7 @@ class _Planner:
         self._undo_reversed: list[tuple[uuid.UUID, int]] = []
         self._chain_start_new = 0
         self._chain_start_history = 0
+        self._recording = False
 
     # -- chain bookkeeping --
 
@@ -512,7 +521,7 @@ class _Planner:
         self._chain_start_history = len(self.plan.history)
 
     def _touch(self, account: Account) -> None:
-        if account.id not in self._undo_accounts:
+        if self._recording and account.id not in self._undo_accounts:
             self._undo_accounts[account.id] = (
                 account.debits_pending,
                 account.debits_posted,
@@ -581,7 +590,7 @@ class _Planner:
                 return result
         ts = self.next_ts
         expires_ts = None
-        if flags & TransferFlags.PENDING:
+        if flags & _T_PENDING:
             if request.timeout_s:
                 expires_ts = ts + request.timeout_s * US_PER_S
                 if expires_ts > AMOUNT_MAX:
@@ -610,7 +619,7 @@ class _Planner:
             amount,
             currency,
             request.pending_id,
-            expires_ts,  # type: ignore[arg-type]
+            expires_ts,
         )
         return Result.OK
 
@@ -623,15 +632,9 @@ class _Planner:
             return Result.OVERFLOWS_DEBITS
         if credits > AMOUNT_MAX:
             return Result.OVERFLOWS_CREDITS
-        if (
-            debit.flags & AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
-            and debits > debit.credits_posted
-        ):
+        if debit.flags & _A_DEBITS_MUST_NOT_EXCEED_CREDITS and debits > debit.credits_posted:
             return Result.EXCEEDS_CREDITS
-        if (
-            credit.flags & AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
-            and credits > credit.debits_posted
-        ):
+        if credit.flags & _A_CREDITS_MUST_NOT_EXCEED_DEBITS and credits > credit.debits_posted:
             return Result.EXCEEDS_DEBITS
         return Result.OK
 
@@ -639,7 +642,7 @@ class _Planner:
         target = self.state.transfers.get(request.reversal_of)  # type: ignore[arg-type]
         if target is None:
             return Result.REVERSAL_TARGET_NOT_FOUND
-        if target.flags & (TransferFlags.PENDING | TransferFlags.VOID_PENDING):
+        if target.flags & (_T_PENDING | _T_VOID_PENDING):
             return Result.REVERSAL_TARGET_NOT_POSTED
         if (
             target.debit_account_id != request.credit_account_id
@@ -654,14 +657,15 @@ class _Planner:
     def _record_reversal(self, target_id: uuid.UUID, amount: int) -> None:
         reversed_amounts = self.state.reversed_amounts
         reversed_amounts[target_id] = reversed_amounts.get(target_id, 0) + amount
-        self._undo_reversed.append((target_id, amount))
+        if self._recording:
+            self._undo_reversed.append((target_id, amount))
 
     def _apply_resolution(self, request: TransferRequest) -> Result:
         state = self.state
         pending = state.transfers.get(request.pending_id)  # type: ignore[arg-type]
         if pending is None:
             return Result.PENDING_TRANSFER_NOT_FOUND
-        if not pending.flags & TransferFlags.PENDING:
+        if not pending.flags & _T_PENDING:
             return Result.PENDING_TRANSFER_NOT_PENDING
         if (
             request.debit_account_id is not None
@@ -675,7 +679,7 @@ class _Planner:
             return Result.PENDING_TRANSFER_HAS_DIFFERENT_CREDIT_ACCOUNT_ID
         if request.currency is not None and request.currency != pending.currency:
             return Result.PENDING_TRANSFER_HAS_DIFFERENT_CURRENCY
-        posting = bool(request.flags & TransferFlags.POST_PENDING)
+        posting = bool(request.flags & _T_POST_PENDING)
         amount = pending.amount if request.amount is None else request.amount
         if amount > pending.amount:
             return Result.EXCEEDS_PENDING_TRANSFER_AMOUNT
@@ -683,15 +687,15 @@ class _Planner:
             return Result.PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT
         resolution = state.resolutions.get(pending.id)
         if resolution is not None:
-            if resolution.flags & TransferFlags.POST_PENDING:
+            if resolution.flags & _T_POST_PENDING:
                 return Result.PENDING_TRANSFER_ALREADY_POSTED
-            if resolution.flags & TransferFlags.EXPIRY:
+            if resolution.flags & _T_EXPIRY:
                 return Result.PENDING_TRANSFER_EXPIRED
             return Result.PENDING_TRANSFER_ALREADY_VOIDED
         if (
             pending.expires_ts is not None
             and self.now_ts >= pending.expires_ts
-            and not request.flags & TransferFlags.EXPIRY
+            and not request.flags & _T_EXPIRY
         ):
             return Result.PENDING_TRANSFER_EXPIRED
         debit = state.accounts.get(pending.debit_account_id)
@@ -718,7 +722,8 @@ class _Planner:
             "pending counters never go negative",
         )
         state.resolutions[pending.id] = Resolution(transfer_id=request.id, flags=request.flags)
-        self._undo_resolutions.append(pending.id)
+        if self._recording:
+            self._undo_resolutions.append(pending.id)
         self._commit_transfer(request, debit, credit, amount, pending.currency, pending.id, None)
         return Result.OK
 
@@ -735,30 +740,33 @@ class _Planner:
         ts = self.next_ts
         self.next_ts = ts + 1
         plan = self.plan
-        transfer = Transfer(
-            id=request.id,
-            debit_account_id=debit.id,
-            credit_account_id=credit.id,
-            amount=amount,
-            currency=currency,
-            code=request.code,
-            flags=request.flags,
-            pending_id=pending_id,
-            reversal_of=request.reversal_of,
-            external_ref=request.external_ref,
-            timeout_s=request.timeout_s,
-            expires_ts=expires_ts,
-            ts=ts,
-            batch_id=self.batch_id,
-            batch_index=len(plan.new_transfers),
+        transfer = Transfer(  # positional: this runs once per transfer
+            request.id,
+            debit.id,
+            credit.id,
+            amount,
+            currency,
+            request.code,
+            request.flags,
+            pending_id,
+            request.reversal_of,
+            request.external_ref,
+            request.timeout_s,
+            expires_ts,
+            ts,
+            self.batch_id,
+            len(plan.new_transfers),
         )
         debit.last_transfer_ts = ts
         credit.last_transfer_ts = ts
         self.state.transfers[request.id] = transfer
-        self._undo_transfers.append(request.id)
+        if self._recording:
+            self._undo_transfers.append(request.id)
         plan.new_transfers.append(transfer)
+        if not (debit.flags | credit.flags) & _A_HISTORY:
+            return
         for account in (debit, credit):
-            if account.flags & AccountFlags.HISTORY:
+            if account.flags & _A_HISTORY:
                 plan.history.append(
                     (
                         account.id,
@@ -775,53 +783,61 @@ class _Planner:
 
     def run(self, requests: Sequence[TransferRequest], chain_breaks: frozenset[int]) -> BatchPlan:
         outcomes: list[TransferOutcome] = []
-        chain: list[int] = []  # indexes of the open chain's events
+        chain_start = -1  # index of the open linked chain's first event, or -1
         chain_failed = False
-        count = len(requests)
+        last = len(requests) - 1
+        ok = Result.OK
         for index, request in enumerate(requests):
-            if not chain:
-                self._begin_chain()
+            linked = bool(request.flags & _T_LINKED)
+            if chain_start < 0:
                 chain_failed = False
-            chain.append(index)
-            linked = bool(request.flags & TransferFlags.LINKED)
-            closes_chain = not linked or index == count - 1 or index in chain_breaks
+                # Only a linked chain can need undoing: a lone event changes
+                # nothing unless every check has passed.
+                self._recording = linked
+                if linked:
+                    self._begin_chain()
+                    chain_start = index
+            closes_chain = not linked or index == last or index in chain_breaks
             if chain_failed:
                 result = Result.LINKED_EVENT_FAILED
             elif linked and closes_chain:
                 result = Result.LINKED_EVENT_CHAIN_OPEN
             else:
                 result = self.apply(request)
-            outcomes.append(TransferOutcome(index, request.id, result))
-            if result is not Result.OK and not chain_failed:
-                chain_failed = True
-                if len(chain) > 1 or linked:
-                    self._rollback_chain()
-                    for earlier in chain[:-1]:
-                        outcomes[earlier] = TransferOutcome(
-                            earlier, requests[earlier].id, Result.LINKED_EVENT_FAILED
-                        )
-                if result in STATE_RESULTS and request.id not in self.state.rejections:
-                    rejection = Rejection(request.id, result, fingerprint(request), self.now_ts)
-                    self.state.rejections[request.id] = rejection
-                    self.plan.new_rejections.append(rejection)
+            if result is ok:
+                outcomes.append(TransferOutcome(index, request.id, ok, self.next_ts - 1))
+            else:
+                outcomes.append(TransferOutcome(index, request.id, result))
+                if not chain_failed:
+                    chain_failed = True
+                    if chain_start >= 0:
+                        self._rollback_chain()
+                        for earlier in range(chain_start, index):
+                            outcomes[earlier] = TransferOutcome(
+                                earlier, requests[earlier].id, Result.LINKED_EVENT_FAILED
+                            )
+                    self._remember_failure(request, result)
             if closes_chain:
-                chain = []
+                chain_start = -1
         self._finish(outcomes)
         return self.plan
 
+    def _remember_failure(self, request: TransferRequest, result: Result) -> None:
+        """A failure decided by the ledger's state: the id stays failed."""
+        rejections = self.state.rejections
+        if result in STATE_RESULTS and request.id not in rejections:
+            rejection = Rejection(request.id, result, fingerprint(request), self.now_ts)
+            rejections[request.id] = rejection
+            self.plan.new_rejections.append(rejection)
+
     def _finish(self, outcomes: list[TransferOutcome]) -> None:
         plan = self.plan
-        by_id = {t.id: t for t in plan.new_transfers}
-        for i, outcome in enumerate(outcomes):
-            if outcome.result is Result.OK:
-                outcomes[i] = TransferOutcome(
-                    outcome.index, outcome.id, outcome.result, by_id[outcome.id].ts
-                )
         plan.outcomes = outcomes
+        accounts = self.state.accounts
         touched: dict[uuid.UUID, Account] = {}
         for transfer in plan.new_transfers:
-            touched[transfer.debit_account_id] = self.state.accounts[transfer.debit_account_id]
-            touched[transfer.credit_account_id] = self.state.accounts[transfer.credit_account_id]
+            touched[transfer.debit_account_id] = accounts[transfer.debit_account_id]
+            touched[transfer.credit_account_id] = accounts[transfer.credit_account_id]
         plan.touched_accounts = touched
         plan.merkle_root = batch_merkle_root(plan.new_transfers)
 

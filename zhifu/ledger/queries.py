@@ -145,11 +145,14 @@ def _counters_as_of(sql: LedgerSql, account: Account, ts: int) -> tuple[int, int
             " ORDER BY ts DESC LIMIT 1",
             (account_id, ts),
         )
-        return tuple(rows[0]) if rows else (0, 0, 0, 0)  # type: ignore[return-value]
+        if not rows:
+            return (0, 0, 0, 0)
+        return (int(rows[0][0]), int(rows[0][1]), int(rows[0][2]), int(rows[0][3]))
     result = []
     for side in ("debit", "credit"):
         gross = sql.query(
-            f"SELECT COALESCE(SUM(CASE WHEN (flags & {_POSTED_MASK}) = 0 THEN amount ELSE 0 END), 0),"
+            "SELECT COALESCE(SUM(CASE WHEN"
+            f" (flags & {_POSTED_MASK}) = 0 THEN amount ELSE 0 END), 0),"
             f" COALESCE(SUM(CASE WHEN (flags & {_PENDING}) <> 0 THEN amount ELSE 0 END), 0)"
             f" FROM ledger_transfers WHERE {side}_account_id = {m} AND ts <= {m}",
             (account_id, ts),
@@ -178,7 +181,9 @@ def balance_as_of(connection: Connection, account_id: uuid.UUID, ts: int) -> Bal
     sql = LedgerSql(connection)
     account = _account(sql, account_id)
     dp, dpo, cp, cpo = _counters_as_of(sql, account, ts)
-    return Balance(account.id, account.currency, ts, dp, dpo, cp, cpo, _posted_balance(account, dpo, cpo))
+    return Balance(
+        account.id, account.currency, ts, dp, dpo, cp, cpo, _posted_balance(account, dpo, cpo)
+    )
 
 
 def statement(connection: Connection, query: TransferQuery) -> Statement:

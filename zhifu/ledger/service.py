@@ -284,9 +284,7 @@ def _check_batch_size(count: int) -> None:
     if count == 0:
         raise BatchEmptyError("a batch needs at least one event")
     if count > BATCH_EVENTS_MAX:
-        raise BatchTooLargeError(
-            f"a batch holds at most {BATCH_EVENTS_MAX} events, got {count}"
-        )
+        raise BatchTooLargeError(f"a batch holds at most {BATCH_EVENTS_MAX} events, got {count}")
 
 
 def _account_from_request(request: AccountRequest) -> Account:

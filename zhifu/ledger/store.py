@@ -53,9 +53,17 @@ class LedgerSql:
         self.postgres = connection.dialect.name == "postgresql"
         self.mark = "%s" if self.postgres else "?"
         self.id_in: Callable[[uuid.UUID], Any] = (lambda u: u) if self.postgres else _to_bytes
+        # SQLite hands ids back as bytes; ids this transaction asked for are
+        # mapped back to the caller's own UUID objects (building a UUID costs
+        # more than a dictionary look-up).
+        self._interned: dict[bytes, uuid.UUID] = {}
         self.id_out: Callable[[Any], uuid.UUID] = (
-            (lambda v: v) if self.postgres else _from_bytes
+            (lambda v: v) if self.postgres else self._id_from_bytes
         )
+
+    def _id_from_bytes(self, value: Any) -> uuid.UUID:
+        found = self._interned.get(value)
+        return found if found is not None else uuid.UUID(bytes=bytes(value))
 
     def raw(self) -> Any:
         """The DB-API connection under this transaction."""
@@ -72,11 +80,13 @@ class LedgerSql:
             sql = sql_template.format(ids="= ANY(%s)")
             yield from self.connection.exec_driver_sql(sql, (list(ids),)).fetchall()
             return
-        id_in = self.id_in
+        interned = self._interned
         for start in range(0, len(ids), SQLITE_IN_CHUNK):
             chunk = ids[start : start + SQLITE_IN_CHUNK]
+            params = [i.bytes for i in chunk]
+            interned.update(zip(params, chunk, strict=True))
             sql = sql_template.format(ids="IN (" + ",".join("?" * len(chunk)) + ")")
-            yield from self.connection.exec_driver_sql(sql, tuple(id_in(i) for i in chunk))
+            yield from self.raw().execute(sql, params)
 
     # -- rows to domain --
 
@@ -116,33 +126,40 @@ class LedgerSql:
             batch_index=row[14],
         )
 
-    def transfer_to_row(self, t: Transfer) -> tuple[Any, ...]:
+    def transfer_rows(self, transfers: Sequence[Transfer]) -> list[tuple[Any, ...]]:
+        """Rows to insert; the one batch id is converted once."""
+        if not transfers:
+            return []
         id_in = self.id_in
-        return (
-            id_in(t.id),
-            id_in(t.debit_account_id),
-            id_in(t.credit_account_id),
-            t.amount,
-            t.currency,
-            t.code,
-            t.flags,
-            id_in(t.pending_id) if t.pending_id is not None else None,
-            id_in(t.reversal_of) if t.reversal_of is not None else None,
-            t.external_ref,
-            t.timeout_s,
-            t.expires_ts,
-            t.ts,
-            id_in(t.batch_id),
-            t.batch_index,
-        )
+        batch_id = id_in(transfers[0].batch_id)
+        return [
+            (
+                id_in(t.id),
+                id_in(t.debit_account_id),
+                id_in(t.credit_account_id),
+                t.amount,
+                t.currency,
+                t.code,
+                t.flags,
+                None if t.pending_id is None else id_in(t.pending_id),
+                None if t.reversal_of is None else id_in(t.reversal_of),
+                t.external_ref,
+                t.timeout_s,
+                t.expires_ts,
+                t.ts,
+                batch_id,
+                t.batch_index,
+            )
+            for t in transfers
+        ]
+
+
+def _uuid_int(value: uuid.UUID) -> int:
+    return value.int
 
 
 def _to_bytes(value: uuid.UUID) -> bytes:
     return value.bytes
-
-
-def _from_bytes(value: Any) -> uuid.UUID:
-    return uuid.UUID(bytes=bytes(value))
 
 
 # --- accounts -------------------------------------------------------------------
@@ -151,9 +168,14 @@ def _from_bytes(value: Any) -> uuid.UUID:
 def load_accounts(
     sql: LedgerSql, ids: Iterable[uuid.UUID], *, lock: bool = False
 ) -> dict[uuid.UUID, Account]:
-    ordered = sorted(set(ids))
-    suffix = " ORDER BY id FOR UPDATE" if lock and sql.postgres else ""
-    rows = sql.query_ids(f"SELECT {ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id {{ids}}{suffix}", ordered)
+    unique = set(ids)
+    locking = lock and sql.postgres
+    # Locks are taken in id order so that two batches never wait on each other.
+    ordered = sorted(unique, key=_uuid_int) if locking else list(unique)
+    suffix = " ORDER BY id FOR UPDATE" if locking else ""
+    rows = sql.query_ids(
+        f"SELECT {ACCOUNT_COLUMNS} FROM ledger_accounts WHERE id {{ids}}{suffix}", ordered
+    )
     accounts = (sql.account_from_row(row) for row in rows)
     return {account.id: account for account in accounts}
 
@@ -164,9 +186,7 @@ def insert_accounts(sql: LedgerSql, requests: Sequence[AccountRequest], now_ts: 
         f"INSERT INTO ledger_accounts ({ACCOUNT_COLUMNS}) "
         f"VALUES ({m}, {m}, {m}, {m}, {m}, 0, 0, 0, 0, 0, {m}, NULL)"
     )
-    rows = [
-        (sql.id_in(r.id), r.currency, r.code, r.flags, r.owner_ref, now_ts) for r in requests
-    ]
+    rows = [(sql.id_in(r.id), r.currency, r.code, r.flags, r.owner_ref, now_ts) for r in requests]
     sql.raw().cursor().executemany(statement, rows)
 
 
@@ -250,11 +270,12 @@ def write_plan(sql: LedgerSql, plan: BatchPlan) -> None:
     m = sql.mark
     id_in = sql.id_in
     if plan.new_transfers:
-        rows = [sql.transfer_to_row(t) for t in plan.new_transfers]
+        rows = sql.transfer_rows(plan.new_transfers)
         if sql.postgres:
-            with raw.cursor() as cursor, cursor.copy(
-                f"COPY ledger_transfers ({TRANSFER_COLUMNS}) FROM STDIN"
-            ) as copy:
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(f"COPY ledger_transfers ({TRANSFER_COLUMNS}) FROM STDIN") as copy,
+            ):
                 for row in rows:
                     copy.write_row(row)
         else:
@@ -264,7 +285,8 @@ def write_plan(sql: LedgerSql, plan: BatchPlan) -> None:
             )
     if plan.new_rejections:
         raw.cursor().executemany(
-            f"INSERT INTO ledger_rejections (id, result, fingerprint, ts) VALUES ({m}, {m}, {m}, {m})",
+            "INSERT INTO ledger_rejections (id, result, fingerprint, ts)"
+            f" VALUES ({m}, {m}, {m}, {m})",
             [(id_in(r.id), r.result.value, r.fingerprint, r.ts) for r in plan.new_rejections],
         )
     if plan.history:

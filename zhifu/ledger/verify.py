@@ -73,7 +73,12 @@ class VerifyReport:
             "blocks": self.blocks,
             "unsealed_batches": self.unsealed_batches,
             "checks": [
-                {"name": c.name, "ok": c.ok, "problem_count": c.problem_count, "problems": c.problems}
+                {
+                    "name": c.name,
+                    "ok": c.ok,
+                    "problem_count": c.problem_count,
+                    "problems": c.problems,
+                }
                 for c in self.checks
             ],
         }
@@ -89,7 +94,8 @@ def verify_ledger(
     transfers_check, merkle_check, chain = Check("transfers"), Check("merkle"), Check("chain")
     report = VerifyReport([balanced, counters, flags_check, transfers_check, merkle_check, chain])
     accounts = {
-        sql.id_out(row[0]): row for row in sql.query(f"SELECT {ACCOUNT_COLUMNS} FROM ledger_accounts")
+        sql.id_out(row[0]): row
+        for row in sql.query(f"SELECT {ACCOUNT_COLUMNS} FROM ledger_accounts")
     }
     report.accounts = len(accounts)
     sums = _stream_transfers(sql, accounts, report, transfers_check, merkle_check, progress)
@@ -136,7 +142,9 @@ def _stream_transfers(
             )
 
     cursor = sql.raw().cursor()
-    cursor.execute(f"SELECT {TRANSFER_COLUMNS} FROM ledger_transfers ORDER BY batch_id, batch_index")
+    cursor.execute(
+        f"SELECT {TRANSFER_COLUMNS} FROM ledger_transfers ORDER BY batch_id, batch_index"
+    )
     count = 0
     while True:
         rows = cursor.fetchmany(STREAM_CHUNK)
@@ -154,7 +162,8 @@ def _stream_transfers(
                     transfers_check.fail(f"transfer {t.id} names unknown account {account_id}")
                 elif account[1] != t.currency:
                     transfers_check.fail(
-                        f"transfer {t.id} is in {t.currency} but account {account_id} is {account[1]}"
+                        f"transfer {t.id} is in {t.currency}"
+                        f" but account {account_id} is {account[1]}"
                     )
             if t.flags & TransferFlags.PENDING:
                 sums[t.debit_account_id][0] += t.amount
@@ -179,10 +188,14 @@ def _stream_transfers(
     for transfer_id, pending_id, debit_id, credit_id in resolutions:
         hold = pending.get(pending_id)
         if hold is None:
-            transfers_check.fail(f"transfer {transfer_id} resolves {pending_id}, not a pending transfer")
+            transfers_check.fail(
+                f"transfer {transfer_id} resolves {pending_id}, not a pending transfer"
+            )
             continue
         if (hold[0], hold[1]) != (debit_id, credit_id):
-            transfers_check.fail(f"transfer {transfer_id} resolves {pending_id} with other accounts")
+            transfers_check.fail(
+                f"transfer {transfer_id} resolves {pending_id} with other accounts"
+            )
         sums[debit_id][0] -= hold[2]
         sums[credit_id][2] -= hold[2]
     return sums
@@ -225,9 +238,13 @@ def _check_chain(
 ) -> None:
     batches = {
         sql.id_out(row[0]): (bytes(row[1]), row[2], row[3])
-        for row in sql.query("SELECT id, merkle_root, transfer_count, committed_ts FROM ledger_batches")
+        for row in sql.query(
+            "SELECT id, merkle_root, transfer_count, committed_ts FROM ledger_batches"
+        )
     }
-    unsealed = {sql.id_out(row[0]) for row in sql.query("SELECT batch_id FROM ledger_unsealed_batches")}
+    unsealed = {
+        sql.id_out(row[0]) for row in sql.query("SELECT batch_id FROM ledger_unsealed_batches")
+    }
     report.unsealed_batches = len(unsealed)
     sealed: set[uuid.UUID] = set()
     prev_hash, expected_seq = GENESIS_PREV_HASH, 1

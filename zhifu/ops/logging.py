@@ -57,6 +57,12 @@ _NEVER_REDACTED: Final = frozenset({"event", "timestamp", "level", "logger"})
 _SEPARATORS: Final = str.maketrans("", "", "_- ")
 _SECRET_PARTS_NORMALISED: Final = tuple(part.translate(_SEPARATORS) for part in SECRET_KEY_PARTS)
 
+# Record attributes that ExtraAdder would copy but that repeat the message.
+_STDLIB_DUPLICATE_KEYS: Final = ("message", "color_message")
+# Libraries that log URLs with their query strings at INFO, where secrets may
+# ride (uvicorn's access log; httpx for outgoing calls): WARNING and above only.
+_URL_LOGGING_LOGGERS: Final = ("uvicorn.access", "httpx", "httpcore")
+
 # Marks the handler this module installs, so that reconfiguring replaces only it
 # and leaves handlers that others added to the root logger (pytest's) alone.
 _HANDLER_MARK: Final = "_zhifu_log_handler"
@@ -97,6 +103,13 @@ def redact_secrets(_logger: Any, _method_name: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
+def _drop_stdlib_duplicates(_logger: Any, _method_name: str, event_dict: EventDict) -> EventDict:
+    """Drop record attributes that only repeat the message (uvicorn adds ``color_message``)."""
+    for key in _STDLIB_DUPLICATE_KEYS:
+        event_dict.pop(key, None)
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     """Run on every event before rendering, whether from structlog or stdlib."""
     return [
@@ -116,7 +129,9 @@ def _renderer(fmt: str, stream: TextIO) -> list[Processor]:
     return [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "json", *, stream: TextIO | None = None
+) -> None:
     """Send structlog and stdlib logging through one redacting renderer.
 
     ``level`` is one of :data:`LOG_LEVELS`; ``fmt`` is ``"json"`` (one JSON
@@ -134,7 +149,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: TextIO 
     stream = sys.stderr if stream is None else stream
 
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *_shared_processors()],
+        foreign_pre_chain=[
+            structlog.stdlib.ExtraAdder(),
+            _drop_stdlib_duplicates,
+            *_shared_processors(),
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *_renderer(fmt, stream),
@@ -149,7 +168,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: TextIO 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    _route_uvicorn_loggers()
+    _route_library_loggers()
 
     structlog.configure(
         processors=[
@@ -167,8 +186,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, stream: TextIO 
     )
 
 
-def _route_uvicorn_loggers() -> None:
-    """Make uvicorn log through the root handler, and drop its access log.
+def _route_library_loggers() -> None:
+    """Make uvicorn log through the root handler; quieten loggers that log URLs.
 
     uvicorn's access lines carry the query string, which may hold secrets; the
     HTTP middleware writes its own access line instead (``zhifu.access``).
@@ -177,7 +196,8 @@ def _route_uvicorn_loggers() -> None:
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name in _URL_LOGGING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -98,7 +98,7 @@ def render_metrics() -> tuple[bytes, str]:
     # A fresh registry per scrape, as prometheus_client prescribes: the
     # collector reads the files at collection time.
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
 
 
@@ -106,4 +106,5 @@ def mark_process_dead(pid: int | None = None) -> None:
     """Tell multi-process mode that a worker has exited (no-op in single-process mode)."""
     path = multiprocess_dir()
     if path is not None:
-        multiprocess.mark_process_dead(os.getpid() if pid is None else pid, path)
+        dead_pid = os.getpid() if pid is None else pid
+        multiprocess.mark_process_dead(dead_pid, path)  # type: ignore[no-untyped-call]

@@ -60,7 +60,7 @@ async def healthz() -> Health:
     responses=problem_responses(503),
 )
 async def readyz(runtime: RuntimeDep) -> Readiness:
-    """503 names the failing check in ``checks`` and in ``detail``."""
+    """503 names the failing check in `checks` and in `detail`."""
     try:
         await run_blocking_check(lambda: ping(runtime.engine))
     except Exception as exc:

@@ -12,7 +12,6 @@ from alembic import op
 
 from zhifu.store.types import Id128
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -46,7 +45,8 @@ def upgrade() -> None:
             "code > 0 AND code <= 65535", name=op.f("ck_ledger_accounts_code_range")
         ),
         sa.CheckConstraint(
-            "debits_pending >= 0 AND debits_posted >= 0 AND credits_pending >= 0 AND credits_posted >= 0",
+            "debits_pending >= 0 AND debits_posted >= 0 AND credits_pending >= 0"
+            " AND credits_posted >= 0",
             name=op.f("ck_ledger_accounts_counters_non_negative"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_accounts")),

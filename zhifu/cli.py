@@ -1,0 +1,308 @@
+"""The ``zhifu`` command line. ``zhifu --help`` lists every command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from zhifu import __version__
+from zhifu.config import ConfigError, load_settings
+from zhifu.runtime import Runtime, build_runtime, tune_gc
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    runtime = build_runtime(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@contextmanager
+def _progress(label: str, length: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal (stderr); nothing when output is piped."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    bar: Any
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zhifu")
+def main() -> None:
+    """zhifu (智付): a bank's payment platform.
+
+    Configuration comes from ZHIFU_* environment variables (docs/configuration.md);
+    with none set, everything runs on an embedded SQLite database under ./var/.
+    """
+
+
+# --- serve --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes (use PostgreSQL for more than one writer at scale).",
+)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API (and its docs at /docs)."""
+    import uvicorn
+
+    click.echo(f"zhifu {__version__} serving on http://{host}:{port}  (API docs: /docs)")
+    uvicorn.run(
+        "zhifu.api.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@main.command("service-token")
+def service_token() -> None:
+    """Print the service token that internal APIs (/v1/ledger) require."""
+    with _runtime() as runtime:
+        click.echo(runtime.service_token)
+
+
+# --- db -----------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema migrations."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_upgrade(revision: str) -> None:
+    """Migrate the schema up to REVISION (default: the newest)."""
+    from zhifu.store import migrate
+
+    with _runtime() as runtime:
+        migrate.upgrade(runtime.engine, revision)
+        click.echo(f"database at revision {migrate.current_revision(runtime.engine)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the schema down to REVISION ('base' removes every table)."""
+    from zhifu.store import migrate
+
+    with _runtime() as runtime:
+        migrate.downgrade(runtime.engine, revision)
+        click.echo(f"database at revision {migrate.current_revision(runtime.engine)}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database and the newest one known."""
+    from zhifu.store import migrate
+
+    with _runtime() as runtime:
+        click.echo(f"current: {migrate.current_revision(runtime.engine)}")
+        click.echo(f"head:    {migrate.head_revision()}")
+
+
+# --- demo ---------------------------------------------------------------------------
+
+
+@main.group()
+def demo() -> None:
+    """Demo data for trying the platform out."""
+
+
+@demo.command("seed")
+def demo_seed() -> None:
+    """Create the demo ledger accounts and transfers (safe to run again)."""
+    from zhifu.demo import seed
+
+    with _runtime() as runtime:
+        for line in seed(runtime):
+            click.echo(line)
+
+
+# --- ledger -------------------------------------------------------------------------
+
+
+@main.group()
+def ledger() -> None:
+    """The double-entry ledger: verification, sealing, expiry, keys."""
+
+
+@ledger.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def ledger_verify(as_json: bool) -> None:
+    """Recompute every ledger invariant; exit status 1 on any mismatch.
+
+    Checks: debits = credits per currency, every account's counters against its
+    transfers, balance flags, Merkle roots of every batch, and the signed hash
+    chain of blocks.
+    """
+    from sqlalchemy import text
+
+    with _runtime() as runtime:
+        with runtime.engine.connect() as connection:
+            total = connection.execute(text("SELECT COUNT(*) FROM ledger_transfers")).scalar_one()
+        with _progress("verifying transfers", int(total)) as progress:
+            report = runtime.ledger.verify(progress)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(
+            f"{report.accounts} accounts, {report.transfers} transfers, {report.batches} batches,"
+            f" {report.blocks} blocks ({report.unsealed_batches} batches waiting to be sealed)"
+        )
+        for check in report.checks:
+            mark = "ok  " if check.ok else "FAIL"
+            click.echo(f"  {mark} {check.name}")
+            for problem in check.problems:
+                click.echo(f"       - {problem}")
+            if check.problem_count > len(check.problems):
+                click.echo(f"       ... and {check.problem_count - len(check.problems)} more")
+        click.echo("ledger verified" if report.ok else "LEDGER VERIFICATION FAILED")
+    sys.exit(0 if report.ok else 1)
+
+
+@ledger.command("seal")
+def ledger_seal() -> None:
+    """Chain every committed batch into a signed block now."""
+    with _runtime() as runtime:
+        total = 0
+        while sealed := runtime.ledger.seal():
+            total += sealed
+        head = runtime.ledger.block_head()
+        click.echo(f"sealed {total} batches; head block {head.seq if head else 0}")
+
+
+@ledger.command("expire")
+def ledger_expire() -> None:
+    """Void every pending transfer whose timeout has passed."""
+    with _runtime() as runtime:
+        total = 0
+        while expired := runtime.ledger.expire_pending():
+            total += expired
+        click.echo(f"expired {total} pending transfers")
+
+
+@ledger.command("key")
+def ledger_key() -> None:
+    """Show the public key that signs the journal (publish it to counterparties)."""
+    with _runtime() as runtime:
+        click.echo(f"key id:     {runtime.signer.key_id}")
+        click.echo(f"public key: {runtime.signer.public_key_base64}")
+
+
+@ledger.command("account")
+@click.argument("account_id", type=click.UUID)
+def ledger_account(account_id: uuid.UUID) -> None:
+    """Show one ledger account's counters and balances."""
+    from zhifu.ledger.errors import AccountNotFoundError
+
+    with _runtime() as runtime:
+        try:
+            account = runtime.ledger.get_account(account_id)
+        except AccountNotFoundError as exc:
+            raise click.ClickException(str(exc)) from exc
+    fields: dict[str, Any] = {
+        "id": str(account.id),
+        "currency": account.currency,
+        "code": account.code,
+        "flags": account.flags,
+        "owner_ref": account.owner_ref,
+        "debits_pending": account.debits_pending,
+        "debits_posted": account.debits_posted,
+        "credits_pending": account.credits_pending,
+        "credits_posted": account.credits_posted,
+        "balance_posted": account.balance_posted,
+        "balance_available": account.balance_available,
+        "closed": account.closed_ts is not None,
+    }
+    click.echo(json.dumps(fields, indent=2, ensure_ascii=False))
+
+
+# --- bench --------------------------------------------------------------------------
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks; each prints its figures (one JSON object with --json)."""
+
+
+@bench.command("ledger")
+@click.option(
+    "--database-url",
+    default=None,
+    help="Engine to measure: a PostgreSQL server URL (a scratch database is created"
+    " and dropped) or sqlite:// (default: a scratch SQLite file).",
+)
+@click.option("--transfers", default=200_000, show_default=True, type=click.IntRange(1))
+@click.option("--accounts", default=10_000, show_default=True, type=click.IntRange(2))
+@click.option(
+    "--hot-accounts",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="When > 0, every transfer goes through one of this many hot accounts.",
+)
+@click.option("--batch-size", default=8190, show_default=True, type=click.IntRange(1, 8190))
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Run verify after.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_ledger(
+    database_url: str | None,
+    transfers: int,
+    accounts: int,
+    hot_accounts: int,
+    batch_size: int,
+    verify: bool,
+    as_json: bool,
+) -> None:
+    """Ledger throughput and latency against plain inserts on the same engine."""
+    from zhifu.bench.ledger import LedgerBenchConfig, check_config, run_ledger_bench
+
+    config = LedgerBenchConfig(
+        database_url=database_url,
+        transfers=transfers,
+        accounts=accounts,
+        hot_accounts=hot_accounts,
+        batch_size=batch_size,
+        verify=verify,
+    )
+    try:
+        check_config(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    tune_gc()
+    with _progress("transfers", transfers) as progress:
+        result = run_ledger_bench(config, progress)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>24}: {value}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,84 @@
+"""Demo data: a few ledger accounts and transfers, the same ids on every run."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+from zhifu.ledger.model import AccountFlags, AccountRequest, TransferFlags, TransferRequest
+from zhifu.money import Money
+from zhifu.runtime import Runtime
+
+DEMO_NAMESPACE = uuid.UUID("6f7a6869-6675-4465-8d6f-000000000001")
+CODE_BANK_CASH = 100
+CODE_CUSTOMER_DEPOSIT = 200
+CODE_CASH_DEPOSIT = 1
+CODE_CUSTOMER_TRANSFER = 2
+CUSTOMERS = ("li-wei", "wang-fang", "alex-chen")
+CUSTOMER_FLAGS = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags.HISTORY
+
+
+def demo_id(name: str) -> uuid.UUID:
+    return uuid.uuid5(DEMO_NAMESPACE, name)
+
+
+def seed(runtime: Runtime) -> Iterator[str]:
+    """Create the demo ledger; yields a line per step. Running it again changes nothing."""
+    ledger = runtime.ledger
+    accounts = [AccountRequest(demo_id("bank:cash:CNY"), "CNY", CODE_BANK_CASH, 0, "bank:cash")]
+    accounts += [
+        AccountRequest(
+            demo_id(f"{name}:CNY"), "CNY", CODE_CUSTOMER_DEPOSIT, CUSTOMER_FLAGS, f"demo:{name}"
+        )
+        for name in CUSTOMERS
+    ]
+    created = ledger.create_accounts(accounts)
+    yield f"ledger accounts: {sum(o.result == 'ok' for o in created)} created, " + (
+        f"{sum(o.result == 'exists' for o in created)} already there"
+    )
+    cash = demo_id("bank:cash:CNY")
+    transfers = [
+        TransferRequest(
+            demo_id(f"deposit:{name}"),
+            cash,
+            demo_id(f"{name}:CNY"),
+            amount,
+            "CNY",
+            CODE_CASH_DEPOSIT,
+            external_ref=f"demo-deposit-{name}",
+        )
+        for name, amount in zip(CUSTOMERS, (1_000_000, 250_000, 88_800), strict=True)
+    ]
+    transfers.append(
+        TransferRequest(
+            demo_id("transfer:li-wei:wang-fang"),
+            demo_id("li-wei:CNY"),
+            demo_id("wang-fang:CNY"),
+            12_345,
+            "CNY",
+            CODE_CUSTOMER_TRANSFER,
+            external_ref="demo-rent",
+        )
+    )
+    transfers.append(
+        TransferRequest(
+            demo_id("hold:alex-chen"),
+            demo_id("alex-chen:CNY"),
+            demo_id("li-wei:CNY"),
+            5_000,
+            "CNY",
+            CODE_CUSTOMER_TRANSFER,
+            flags=TransferFlags.PENDING,
+            external_ref="demo-hold",
+        )
+    )
+    outcomes = ledger.create_transfers(transfers)
+    yield f"transfers: {sum(o.ok for o in outcomes)} made, " + (
+        f"{sum(o.result == 'exists' for o in outcomes)} already there"
+    )
+    sealed = ledger.seal()
+    yield f"journal: {sealed} batches sealed"
+    for name in CUSTOMERS:
+        account = ledger.get_account(demo_id(f"{name}:CNY"))
+        balance = Money.of_minor(account.balance_posted, "CNY").format()
+        yield f"  {name:<10} {account.id}  balance {balance}"

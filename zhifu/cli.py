@@ -12,18 +12,35 @@ from typing import Any
 import click
 
 from zhifu import __version__
-from zhifu.config import ConfigError, load_settings
+from zhifu.config import ConfigError, Settings, load_settings
 from zhifu.runtime import Runtime, build_runtime, tune_gc
 
 
-@contextmanager
-def _runtime() -> Iterator[Runtime]:
+def _settings() -> Settings:
     try:
-        settings = load_settings()
+        return load_settings()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    runtime = build_runtime(settings)
+
+
+@contextmanager
+def _runtime(*, needs_schema: bool = True) -> Iterator[Runtime]:
+    """The runtime for one command; with ``needs_schema``, refuse an unmigrated database."""
+    from zhifu.store import migrate
+
+    settings = _settings()
     try:
+        runtime = build_runtime(settings)
+    except ValueError as exc:  # an unsupported ZHIFU_DATABASE_URL
+        raise click.UsageError(f"ZHIFU_DATABASE_URL: {exc}") from exc
+    try:
+        if needs_schema:
+            current, head = migrate.current_revision(runtime.engine), migrate.head_revision()
+            if current != head:
+                raise click.ClickException(
+                    f"the database schema is at revision {current or 'none'}, this version"
+                    f" needs {head}: run 'zhifu db upgrade' first"
+                )
         yield runtime
     finally:
         runtime.close()
@@ -67,6 +84,9 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (and its docs at /docs)."""
     import uvicorn
 
+    with _runtime():
+        pass  # settings valid, database reachable and migrated, before any worker starts
+
     click.echo(f"zhifu {__version__} serving on http://{host}:{port}  (API docs: /docs)")
     uvicorn.run(
         "zhifu.api.app:create_app_from_env",
@@ -82,7 +102,7 @@ def serve(host: str, port: int, workers: int) -> None:
 @main.command("service-token")
 def service_token() -> None:
     """Print the service token that internal APIs (/v1/ledger) require."""
-    with _runtime() as runtime:
+    with _runtime(needs_schema=False) as runtime:
         click.echo(runtime.service_token)
 
 
@@ -100,7 +120,7 @@ def db_upgrade(revision: str) -> None:
     """Migrate the schema up to REVISION (default: the newest)."""
     from zhifu.store import migrate
 
-    with _runtime() as runtime:
+    with _runtime(needs_schema=False) as runtime:
         migrate.upgrade(runtime.engine, revision)
         click.echo(f"database at revision {migrate.current_revision(runtime.engine)}")
 
@@ -111,7 +131,7 @@ def db_downgrade(revision: str) -> None:
     """Migrate the schema down to REVISION ('base' removes every table)."""
     from zhifu.store import migrate
 
-    with _runtime() as runtime:
+    with _runtime(needs_schema=False) as runtime:
         migrate.downgrade(runtime.engine, revision)
         click.echo(f"database at revision {migrate.current_revision(runtime.engine)}")
 
@@ -121,7 +141,7 @@ def db_current() -> None:
     """Print the schema revision of the database and the newest one known."""
     from zhifu.store import migrate
 
-    with _runtime() as runtime:
+    with _runtime(needs_schema=False) as runtime:
         click.echo(f"current: {migrate.current_revision(runtime.engine)}")
         click.echo(f"head:    {migrate.head_revision()}")
 
@@ -210,7 +230,7 @@ def ledger_expire() -> None:
 @ledger.command("key")
 def ledger_key() -> None:
     """Show the public key that signs the journal (publish it to counterparties)."""
-    with _runtime() as runtime:
+    with _runtime(needs_schema=False) as runtime:
         click.echo(f"key id:     {runtime.signer.key_id}")
         click.echo(f"public key: {runtime.signer.public_key_base64}")
 

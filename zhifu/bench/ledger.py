@@ -61,6 +61,11 @@ class LedgerBenchConfig:
 
 def check_config(config: LedgerBenchConfig) -> None:
     """Raises ValueError naming the option that is out of bounds."""
+    url = config.database_url
+    if url is not None and not url.startswith(("sqlite", "postgres://", "postgresql")):
+        raise ValueError(
+            "--database-url must be a PostgreSQL server URL (postgresql://...) or sqlite://"
+        )
     if not 1 <= config.transfers <= TRANSFERS_MAX:
         raise ValueError(f"--transfers must be between 1 and {TRANSFERS_MAX}")
     if not 2 <= config.accounts <= ACCOUNTS_MAX:

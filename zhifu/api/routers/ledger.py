@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from zhifu import money
@@ -127,13 +127,14 @@ class TransferIn(_Strict):
     id: uuid.UUID
     debit_account_id: uuid.UUID | None = None
     credit_account_id: uuid.UUID | None = None
+    # Currency comes before amount: a decimal amount is parsed in its currency.
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
     amount: int | str | None = Field(
         default=None,
         description="Integer minor units, or a decimal string in the transfer's currency."
         " May be left out to post or void a whole pending transfer.",
         examples=[12345, "123.45"],
     )
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
     code: int = Field(ge=1, le=CODE_MAX, strict=True, description="Transfer reason code.")
     flags: list[TransferFlagName] = Field(default_factory=list, max_length=4)
     pending_id: uuid.UUID | None = None
@@ -143,13 +144,6 @@ class TransferIn(_Strict):
 
     _no_float = field_validator("amount", mode="before")(_reject_float)
 
-    @field_validator("amount")
-    @classmethod
-    def _amount_range(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and not 1 <= value <= AMOUNT_MAX:
-            raise ValueError(f"amount must be between 1 and {AMOUNT_MAX} minor units")
-        return value
-
     @field_validator("currency")
     @classmethod
     def _known_currency(cls, value: str | None) -> str | None:
@@ -157,27 +151,31 @@ class TransferIn(_Strict):
             money.currency(value)
         return value
 
-    @model_validator(mode="after")
-    def _decimal_amount(self) -> TransferIn:
-        if isinstance(self.amount, str):
-            if self.currency is None:
-                raise ValueError("a decimal amount needs the currency; or give integer minor units")
-            minor = money.parse_amount_minor(self.amount, self.currency)
-            if minor <= 0:
-                raise ValueError("amount must be positive")
-            self.amount = minor
-        return self
+    @field_validator("amount")
+    @classmethod
+    def _amount_minor(cls, value: int | str | None, info: ValidationInfo) -> int | None:
+        """Integer minor units as they are; a decimal string parsed in the currency."""
+        if isinstance(value, str):
+            currency = info.data.get("currency")
+            if currency is None:
+                raise ValueError(
+                    "a decimal amount needs a valid currency in the same transfer;"
+                    " or give integer minor units"
+                )
+            value = money.parse_amount_minor(value, currency)
+        if value is not None and not 1 <= value <= AMOUNT_MAX:
+            raise ValueError(f"amount must be positive: between 1 and {AMOUNT_MAX} minor units")
+        return value
 
     def to_request(self) -> TransferRequest:
         flags = 0
         for name in self.flags:
             flags |= _TRANSFER_FLAGS[name]
-        amount = self.amount
         return TransferRequest(
             self.id,
             self.debit_account_id,
             self.credit_account_id,
-            amount if isinstance(amount, int) else None,
+            self.amount if isinstance(self.amount, int) else None,
             self.currency,
             self.code,
             flags,

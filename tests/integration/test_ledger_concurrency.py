@@ -73,9 +73,9 @@ class Setup:
         self.funding_ids = {r.id for r in funding}
         self.expected: dict[uuid.UUID, Counters] = defaultdict(lambda: [0, 0, 0, 0])
         for r in funding:
-            self._post(r.debit_account_id, r.credit_account_id, r.amount)  # type: ignore[arg-type]
+            self.add_posted(r.debit_account_id, r.credit_account_id, r.amount)  # type: ignore[arg-type]
 
-    def _post(self, debit: uuid.UUID, credit: uuid.UUID, amount: int) -> None:
+    def add_posted(self, debit: uuid.UUID, credit: uuid.UUID, amount: int) -> None:
         self.expected[debit][1] += amount
         self.expected[credit][3] += amount
 
@@ -136,9 +136,9 @@ def apply_ok_outcomes(setup: Setup, outcomes: list[dict[str, Any]]) -> None:
             expected[debit][0] -= held
             expected[credit][2] -= held
             if o["flags"] & POST:
-                setup._post(debit, credit, held if o["amount"] is None else o["amount"])
+                setup.add_posted(debit, credit, held if o["amount"] is None else o["amount"])
         else:
-            setup._post(uuid.UUID(o["debit"]), uuid.UUID(o["credit"]), o["amount"])
+            setup.add_posted(uuid.UUID(o["debit"]), uuid.UUID(o["credit"]), o["amount"])
 
 
 def check_linked_pairs(per_worker: list[list[dict[str, Any]]]) -> None:

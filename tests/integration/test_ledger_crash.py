@@ -156,7 +156,8 @@ def wait_for_orphan_backends(engine: Engine) -> None:
         busy = query(
             engine,
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND state <> 'idle'",
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            " AND state <> 'idle'",
         )[0][0]
         if busy == 0:
             return

@@ -22,12 +22,17 @@ from factories import CUSTOMER_CODE, TRANSFER_CODE, linked, new_id, pending, pos
 from zhifu.ledger import merkle
 from zhifu.ledger.model import (
     AMOUNT_MAX,
+    CODE_MAX,
+    EXTERNAL_REF_LENGTH_MAX,
     NIL_ID,
+    OWNER_REF_LENGTH_MAX,
     STATE_RESULTS,
     TIMEOUT_S_MAX,
     US_PER_S,
     Account,
     AccountFlags,
+    AccountRequest,
+    AccountResult,
     BatchPlan,
     BatchState,
     Rejection,
@@ -40,6 +45,7 @@ from zhifu.ledger.model import (
     expiry_transfer_id,
     fingerprint,
     plan_batch,
+    validate_account,
 )
 
 NOW = 1_700_000_000_000_000  # µs
@@ -364,9 +370,10 @@ def test_validation_code_changes_nothing_and_is_not_remembered(build: Any, expec
 
 def test_validation_codes_come_before_the_exists_codes_in_precedence():
     order = list(Result)
-    assert order.index(Result.CODE_MUST_NOT_BE_ZERO) + 1 == order.index(
+    assert order.index(Result.EXTERNAL_REF_TOO_LONG) + 1 == order.index(
         Result.EXISTS_WITH_DIFFERENT_FLAGS
     )
+    assert order.index(Result.CODE_MUST_NOT_BE_ZERO) < order.index(Result.CODE_OUT_OF_RANGE)
     assert frozenset(order[order.index(Result.ID_ALREADY_FAILED) + 1 :]) == STATE_RESULTS
     assert Result.ID_ALREADY_FAILED not in STATE_RESULTS
     assert Result.EXISTS not in STATE_RESULTS
@@ -2147,3 +2154,76 @@ def test_fingerprint_is_the_same_for_an_equal_request():
 
     assert fingerprint(copy) == fingerprint(_BASE)
     assert len(fingerprint(_BASE)) == 32
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param({"code": CODE_MAX}, Result.OK, id="code at the limit"),
+        pytest.param({"code": CODE_MAX + 1}, Result.CODE_OUT_OF_RANGE, id="code one past"),
+        pytest.param({"code": -1}, Result.CODE_OUT_OF_RANGE, id="negative code"),
+        pytest.param(
+            {"external_ref": "x" * EXTERNAL_REF_LENGTH_MAX},
+            Result.OK,
+            id="external_ref at the limit",
+        ),
+        pytest.param(
+            {"external_ref": "x" * (EXTERNAL_REF_LENGTH_MAX + 1)},
+            Result.EXTERNAL_REF_TOO_LONG,
+            id="external_ref one past",
+        ),
+    ],
+)
+def test_field_limits_of_a_transfer(fields, expected):
+    book = make_book()
+    request = TransferRequest(
+        uuid.uuid4(),
+        book.alice.id,
+        book.bob.id,
+        1,
+        "CNY",
+        fields.get("code", 1),
+        external_ref=fields.get("external_ref"),
+    )
+    assert result_of(book.state, request) is expected
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "expected"),
+    [
+        pytest.param(TIMEOUT_S_MAX, Result.OK, id="at the limit"),
+        pytest.param(TIMEOUT_S_MAX + 1, Result.TIMEOUT_OUT_OF_RANGE, id="one past"),
+        pytest.param(-1, Result.TIMEOUT_OUT_OF_RANGE, id="negative"),
+    ],
+)
+def test_timeout_limits_of_a_pending_transfer(timeout_s, expected):
+    book = make_book()
+    request = TransferRequest(
+        uuid.uuid4(), book.alice.id, book.bob.id, 1, "CNY", 1, flags=PENDING, timeout_s=timeout_s
+    )
+    assert result_of(book.state, request) is expected
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "expected"),
+    [
+        pytest.param({"code": CODE_MAX}, AccountResult.OK, id="code at the limit"),
+        pytest.param({"code": CODE_MAX + 1}, AccountResult.CODE_OUT_OF_RANGE, id="code one past"),
+        pytest.param({"currency": "XYZ"}, AccountResult.CURRENCY_UNKNOWN, id="unknown currency"),
+        pytest.param({"currency": "XAU"}, AccountResult.CURRENCY_UNKNOWN, id="no minor unit"),
+        pytest.param(
+            {"owner_ref": "o" * OWNER_REF_LENGTH_MAX}, AccountResult.OK, id="owner_ref at the limit"
+        ),
+        pytest.param(
+            {"owner_ref": "o" * (OWNER_REF_LENGTH_MAX + 1)},
+            AccountResult.OWNER_REF_TOO_LONG,
+            id="owner_ref one past",
+        ),
+    ],
+)
+def test_field_limits_of_an_account(request_fields, expected):
+    fields = {"currency": "CNY", "code": 2, "owner_ref": None} | request_fields
+    request = AccountRequest(
+        uuid.uuid4(), fields["currency"], fields["code"], 0, fields["owner_ref"]
+    )
+    assert validate_account(request) is expected

@@ -129,67 +129,83 @@ def _pick_ref(draw: Any, ids: Sequence[uuid.UUID]) -> uuid.UUID:
     return draw(st.sampled_from(ids))
 
 
-def draw_event(draw: Any, world: World, generated: Generated) -> TransferRequest:
-    kind = draw(
-        st.sampled_from(
-            ["transfer"] * 3 + ["pending"] * 2 + ["post", "void", "reversal", "retry", "change"]
-        )
+def _retry(draw: Any, generated: Generated, external_ref: str | None) -> TransferRequest:
+    """An earlier event again: identical, or with one field changed."""
+    request: TransferRequest = draw(st.sampled_from(generated.requests))
+    if draw(st.booleans()):
+        return request
+    field_name = draw(st.sampled_from(["amount", "code", "external_ref", "flags"]))
+    value = {
+        "amount": _pick_amount(draw),
+        "code": request.code + 1,
+        "external_ref": external_ref,
+        "flags": request.flags ^ LINKED,
+    }[field_name]
+    return request._replace(**{field_name: value})
+
+
+def _resolution(
+    draw: Any, world: World, generated: Generated, flags: int, external_ref: str | None
+) -> TransferRequest:
+    committed_holds = [i for i in generated.pending_ids if i in world.state.transfers]
+    recent = generated.pending_ids[-4:]
+    target = _pick_ref(draw, committed_holds + recent + generated.regular_ids[:1])
+    amount = _pick_amount(draw) if draw(st.booleans()) else None
+    return TransferRequest(
+        new_id(), None, None, amount, None, CODE, flags, target, None, external_ref
     )
+
+
+def _reversal(
+    draw: Any, world: World, generated: Generated, flags: int, external_ref: str | None
+) -> TransferRequest:
+    target_id = _pick_ref(draw, generated.regular_ids + generated.pending_ids[:1])
+    original = next((r for r in generated.requests if r.id == target_id), None)
+    debit = _pick_account(draw, world)
+    credit = _pick_account(draw, world)
+    if original is not None and draw(st.integers(0, 4)) > 0:
+        debit, credit = original.credit_account_id, original.debit_account_id
+    amount = draw(st.integers(1, 800)) if draw(st.integers(0, 4)) > 0 else _pick_amount(draw)
+    return TransferRequest(
+        new_id(), debit, credit, amount, "CNY", CODE, flags, None, target_id, external_ref
+    )
+
+
+def _new_transfer(draw: Any, world: World, flags: int, external_ref: str | None) -> TransferRequest:
+    debit = _pick_account(draw, world)
+    credit = _pick_account(draw, world)
+    if credit == debit and draw(st.integers(0, 4)) > 0:
+        credit = draw(st.sampled_from([i for i in world.usual_ids if i != debit]))
+    return TransferRequest(
+        new_id(),
+        debit,
+        credit,
+        _pick_amount(draw),
+        draw(st.sampled_from(["CNY"] * 12 + ["USD", None])),
+        CODE if draw(st.integers(0, 19)) else 0,
+        flags,
+        None,
+        None,
+        external_ref,
+        draw(st.sampled_from(TIMEOUTS_S)) if flags & PENDING else 0,
+    )
+
+
+def draw_event(draw: Any, world: World, generated: Generated) -> TransferRequest:
+    kinds = ["transfer"] * 3 + ["pending"] * 2 + ["post", "void", "reversal", "retry"]
+    kind = draw(st.sampled_from(kinds))
     flags = LINKED if draw(st.integers(0, 5)) == 0 else 0
     external_ref = draw(st.sampled_from([None, None, "r1", "r2"]))
-    request: TransferRequest
-    if kind in ("retry", "change") and generated.requests:
-        request = draw(st.sampled_from(generated.requests))
-        if kind == "change":
-            field_name = draw(st.sampled_from(["amount", "code", "external_ref", "flags"]))
-            value = {
-                "amount": _pick_amount(draw),
-                "code": request.code + 1,
-                "external_ref": external_ref,
-                "flags": request.flags ^ LINKED,
-            }[field_name]
-            request = request._replace(**{field_name: value})
-        return request
+    if kind == "retry" and generated.requests:
+        return _retry(draw, generated, external_ref)
     if kind in ("post", "void"):
         phase = POST if kind == "post" else VOID
-        committed_holds = [i for i in generated.pending_ids if i in world.state.transfers]
-        recent = generated.pending_ids[-4:]
-        target = _pick_ref(draw, committed_holds + recent + generated.regular_ids[:1])
-        amount = _pick_amount(draw) if draw(st.booleans()) else None
-        request = TransferRequest(
-            new_id(), None, None, amount, None, CODE, flags | phase, target, None, external_ref
-        )
+        request = _resolution(draw, world, generated, flags | phase, external_ref)
     elif kind == "reversal" and generated.regular_ids:
-        target_id = _pick_ref(draw, generated.regular_ids + generated.pending_ids[:1])
-        original = next((r for r in generated.requests if r.id == target_id), None)
-        debit = _pick_account(draw, world)
-        credit = _pick_account(draw, world)
-        if original is not None and draw(st.integers(0, 4)) > 0:
-            debit, credit = original.credit_account_id, original.debit_account_id
-        amount = draw(st.integers(1, 800)) if draw(st.integers(0, 4)) > 0 else _pick_amount(draw)
-        request = TransferRequest(
-            new_id(), debit, credit, amount, "CNY", CODE, flags, None, target_id, external_ref
-        )
+        request = _reversal(draw, world, generated, flags, external_ref)
     else:
-        pending = kind == "pending"
-        currency = draw(st.sampled_from(["CNY"] * 12 + ["USD", None]))
-        debit = _pick_account(draw, world)
-        credit = _pick_account(draw, world)
-        if credit == debit and draw(st.integers(0, 4)) > 0:
-            credit = draw(st.sampled_from([i for i in world.usual_ids if i != debit]))
-        request = TransferRequest(
-            new_id(),
-            debit,
-            credit,
-            _pick_amount(draw),
-            currency,
-            CODE if draw(st.integers(0, 19)) else 0,
-            flags | (PENDING if pending else 0),
-            None,
-            None,
-            external_ref,
-            draw(st.sampled_from(TIMEOUTS_S)) if pending else 0,
-        )
+        phase = PENDING if kind == "pending" else 0
+        request = _new_transfer(draw, world, flags | phase, external_ref)
     generated.requests.append(request)
     if request.flags & PENDING:
         generated.pending_ids.append(request.id)

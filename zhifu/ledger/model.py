@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from zhifu.invariant import invariant
 from zhifu.ledger import merkle
+from zhifu.money import CURRENCIES
 
 AMOUNT_MAX = 2**63 - 1
 BATCH_EVENTS_MAX = 8190
@@ -109,6 +110,9 @@ class Result(StrEnum):
     REVERSAL_MUST_NOT_BE_TWO_PHASE = "reversal_must_not_be_two_phase"
     REVERSAL_OF_MUST_BE_DIFFERENT = "reversal_of_must_be_different"
     CODE_MUST_NOT_BE_ZERO = "code_must_not_be_zero"
+    CODE_OUT_OF_RANGE = "code_out_of_range"
+    TIMEOUT_OUT_OF_RANGE = "timeout_out_of_range"
+    EXTERNAL_REF_TOO_LONG = "external_ref_too_long"
     EXISTS_WITH_DIFFERENT_FLAGS = "exists_with_different_flags"
     EXISTS_WITH_DIFFERENT_PENDING_ID = "exists_with_different_pending_id"
     EXISTS_WITH_DIFFERENT_TIMEOUT = "exists_with_different_timeout"
@@ -166,6 +170,9 @@ class AccountResult(StrEnum):
     RESERVED_FLAG = "reserved_flag"
     FLAGS_ARE_MUTUALLY_EXCLUSIVE = "flags_are_mutually_exclusive"
     CODE_MUST_NOT_BE_ZERO = "code_must_not_be_zero"
+    CODE_OUT_OF_RANGE = "code_out_of_range"
+    CURRENCY_UNKNOWN = "currency_unknown"
+    OWNER_REF_TOO_LONG = "owner_ref_too_long"
     EXISTS_WITH_DIFFERENT_FLAGS = "exists_with_different_flags"
     EXISTS_WITH_DIFFERENT_CURRENCY = "exists_with_different_currency"
     EXISTS_WITH_DIFFERENT_CODE = "exists_with_different_code"
@@ -349,20 +356,30 @@ def batch_merkle_root(transfers: Iterable[Transfer]) -> bytes:
 
 
 def fingerprint(request: TransferRequest) -> bytes:
-    """A digest of every field of a request, to recognise an exact retry."""
-    parts = (
+    """A digest of every field of a request, to recognise an exact retry.
+
+    Canonical: the same values give the same digest whatever their Python
+    types (an IntFlag or a plain int, for instance).
+    """
+    digest = hashlib.sha256(b"zhifu-transfer-request-v1")
+    for value in (
         request.debit_account_id,
         request.credit_account_id,
-        request.amount,
-        request.currency,
-        request.code,
-        request.flags,
         request.pending_id,
         request.reversal_of,
-        request.external_ref,
-        request.timeout_s,
-    )
-    return hashlib.sha256(repr(parts).encode()).digest()
+    ):
+        digest.update(b"\x00" * 17 if value is None else b"\x01" + value.bytes)
+    for number in (request.amount, request.code, request.flags, request.timeout_s):
+        encoded = b"" if number is None else str(int(number)).encode()
+        digest.update(
+            (b"\x00" if number is None else b"\x01") + len(encoded).to_bytes(4, "big") + encoded
+        )
+    for text in (request.currency, request.external_ref):
+        encoded = b"" if text is None else text.encode()
+        digest.update(
+            (b"\x00" if text is None else b"\x01") + len(encoded).to_bytes(4, "big") + encoded
+        )
+    return digest.digest()
 
 
 # --- validation ----------------------------------------------------------------
@@ -416,8 +433,15 @@ def validate_transfer(request: TransferRequest, *, system: bool = False) -> Resu
             return Result.REVERSAL_MUST_NOT_BE_TWO_PHASE
         if request.reversal_of == request.id:
             return Result.REVERSAL_OF_MUST_BE_DIFFERENT
-    if request.code == 0:
+    code = request.code
+    if code == 0:
         return Result.CODE_MUST_NOT_BE_ZERO
+    if not 0 < code <= CODE_MAX:
+        return Result.CODE_OUT_OF_RANGE
+    if not 0 <= request.timeout_s <= TIMEOUT_S_MAX:
+        return Result.TIMEOUT_OUT_OF_RANGE
+    if request.external_ref is not None and len(request.external_ref) > EXTERNAL_REF_LENGTH_MAX:
+        return Result.EXTERNAL_REF_TOO_LONG
     return Result.OK
 
 
@@ -462,6 +486,12 @@ def validate_account(request: AccountRequest) -> AccountResult:
         return AccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if request.code == 0:
         return AccountResult.CODE_MUST_NOT_BE_ZERO
+    if not 0 < request.code <= CODE_MAX:
+        return AccountResult.CODE_OUT_OF_RANGE
+    if request.currency not in CURRENCIES:
+        return AccountResult.CURRENCY_UNKNOWN
+    if request.owner_ref is not None and len(request.owner_ref) > OWNER_REF_LENGTH_MAX:
+        return AccountResult.OWNER_REF_TOO_LONG
     return AccountResult.OK
 
 
@@ -694,7 +724,7 @@ class _Planner:
             return Result.PENDING_TRANSFER_ALREADY_VOIDED
         if (
             pending.expires_ts is not None
-            and self.now_ts >= pending.expires_ts
+            and self.next_ts >= pending.expires_ts  # the ledger's time is the transfer's
             and not request.flags & _T_EXPIRY
         ):
             return Result.PENDING_TRANSFER_EXPIRED

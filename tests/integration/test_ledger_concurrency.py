@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_postgres
 from factories import CUSTOMER_FLAGS, open_accounts, open_bank, transfer
 from ledger_worker_process import (
     LINKED,
@@ -37,6 +36,7 @@ from ledger_worker_process import (
     stored_counters,
     transfer_ids,
 )
+from scratch_db import require_postgres
 from sqlalchemy import Engine
 
 from zhifu.ledger.model import AccountFlags

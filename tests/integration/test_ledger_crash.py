@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import require_postgres
 from factories import open_accounts, open_bank, transfer, void
 from ledger_worker_process import (
     PENDING,
@@ -35,6 +34,7 @@ from ledger_worker_process import (
     report_problems,
     stored_counters,
 )
+from scratch_db import require_postgres
 from sqlalchemy import Engine
 
 from zhifu.ledger.service import LedgerService

@@ -85,7 +85,7 @@ def walk(ledger: LedgerService, query: TransferQuery) -> list[list[uuid.UUID]]:
         )
 
 
-def test_page_of_exactly_the_maximum(ledger: LedgerService, busy: Busy) -> None:
+def test_page_size_limits(ledger: LedgerService, busy: Busy) -> None:
     page = ledger.account_transfers(TransferQuery(busy.account, limit=PAGE_SIZE_MAX))
     assert [t.id for t in page.transfers] == busy.ids[:PAGE_SIZE_MAX]
     assert page.next_cursor is not None
@@ -94,27 +94,24 @@ def test_page_of_exactly_the_maximum(ledger: LedgerService, busy: Busy) -> None:
     )
     assert [t.id for t in last.transfers] == busy.ids[PAGE_SIZE_MAX:]
     assert last.next_cursor is None
+    default = ledger.account_transfers(TransferQuery(busy.account))
+    assert [t.id for t in default.transfers] == busy.ids[:PAGE_SIZE_DEFAULT]
+    # One past the limit (or below 1) is refused, for pages and statements alike.
+    for limit in (0, -1, PAGE_SIZE_MAX + 1):
+        with pytest.raises(ValueError, match=str(PAGE_SIZE_MAX)):
+            ledger.account_transfers(TransferQuery(busy.account, limit=limit))
+        with pytest.raises(ValueError, match=str(PAGE_SIZE_MAX)):
+            ledger.statement(TransferQuery(busy.account, limit=limit))
 
 
-@pytest.mark.parametrize("limit", [0, -1, PAGE_SIZE_MAX + 1])
-def test_page_size_out_of_bounds(ledger: LedgerService, busy: Busy, limit: int) -> None:
-    with pytest.raises(ValueError, match=str(PAGE_SIZE_MAX)):
-        ledger.account_transfers(TransferQuery(busy.account, limit=limit))
-
-
-def test_default_page_size(ledger: LedgerService, busy: Busy) -> None:
-    page = ledger.account_transfers(TransferQuery(busy.account))
-    assert len(page.transfers) == PAGE_SIZE_DEFAULT
-
-
-@pytest.mark.parametrize("limit", [7, 250, PAGE_SIZE_MAX])
-def test_cursor_walks_every_page_once(ledger: LedgerService, busy: Busy, limit: int) -> None:
-    pages = walk(ledger, TransferQuery(busy.account, limit=limit))
-    assert all(len(page) == limit for page in pages[:-1])
-    assert 1 <= len(pages[-1]) <= limit
-    walked = [transfer_id for page in pages for transfer_id in page]
-    assert walked == busy.ids
-    assert len(set(walked)) == len(walked)
+def test_cursor_walks_every_page_once(ledger: LedgerService, busy: Busy) -> None:
+    for limit in (7, 250, PAGE_SIZE_MAX):
+        pages = walk(ledger, TransferQuery(busy.account, limit=limit))
+        assert all(len(page) == limit for page in pages[:-1])
+        assert 1 <= len(pages[-1]) <= limit
+        walked = [transfer_id for page in pages for transfer_id in page]
+        assert walked == busy.ids, limit
+        assert len(set(walked)) == len(walked)
 
 
 def test_last_full_page_has_no_cursor(ledger: LedgerService) -> None:
@@ -150,25 +147,25 @@ def _cursor(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-@pytest.mark.parametrize(
-    "cursor",
-    [
-        "not a cursor!",
-        "%%%%",
-        _cursor(b"ts:"),
-        _cursor(b"ts:abc"),
-        _cursor(b"ts:-5"),
-        _cursor(b"ts:" + str(2**63).encode()),
-        _cursor(b"id:12"),
-        _cursor(b"ts:\xff\xfe"),
-    ],
-)
-def test_invalid_cursor(ledger: LedgerService, cursor: str) -> None:
+INVALID_CURSORS = [
+    "not a cursor!",
+    "%%%%",
+    _cursor(b"ts:"),
+    _cursor(b"ts:abc"),
+    _cursor(b"ts:-5"),
+    _cursor(b"ts:" + str(2**63).encode()),
+    _cursor(b"id:12"),
+    _cursor(b"ts:\xff\xfe"),
+]
+
+
+def test_invalid_cursor(ledger: LedgerService) -> None:
     bank = open_bank(ledger)
-    with pytest.raises(InvalidCursorError):
-        ledger.account_transfers(TransferQuery(bank, cursor=cursor))
-    with pytest.raises(InvalidCursorError):
-        ledger.statement(TransferQuery(bank, cursor=cursor))
+    for cursor in INVALID_CURSORS:
+        with pytest.raises(InvalidCursorError):
+            ledger.account_transfers(TransferQuery(bank, cursor=cursor))
+        with pytest.raises(InvalidCursorError):
+            ledger.statement(TransferQuery(bank, cursor=cursor))
 
 
 def test_unknown_account(ledger: LedgerService) -> None:
@@ -331,7 +328,7 @@ def test_statement_running_balances(clocked: LedgerService, history: History) ->
     assert pending_total == 0 == final.debits_pending + final.credits_pending
 
 
-def test_statement_across_pages(clocked: LedgerService, history: History) -> None:
+def test_statement_across_pages_and_within_bounds(clocked: LedgerService, history: History) -> None:
     query = TransferQuery(history.account, limit=3)
     openings, balances, walked = [], [], []
     while True:
@@ -347,8 +344,7 @@ def test_statement_across_pages(clocked: LedgerService, history: History) -> Non
     # Each page opens with the balance the previous page closed on.
     assert openings == [0] + [history.balance_after[i - 1] for i in range(3, len(walked), 3)]
 
-
-def test_statement_within_bounds(clocked: LedgerService, history: History) -> None:
+    # Within bounds: the statement opens with the balance just before the range.
     low, high = history.stamps[2], history.stamps[6]
     statement = clocked.statement(TransferQuery(history.account, from_ts=low, to_ts=high))
     assert [line.transfer.id for line in statement.lines] == history.ids[2:6]
@@ -363,7 +359,9 @@ def test_statement_within_bounds(clocked: LedgerService, history: History) -> No
     assert before.opening_balance_posted == 0
 
 
-def test_balance_as_of_between_transfers(clocked: LedgerService, history: History) -> None:
+def test_balance_as_of_between_transfers_and_holds(
+    clocked: LedgerService, history: History
+) -> None:
     assert history.counters_after[0] != (0, 0, 0, 0)
     first = clocked.balance_as_of(history.account, history.stamps[0] - 1)
     assert (first.debits_pending, first.debits_posted) == (0, 0)
@@ -384,10 +382,6 @@ def test_balance_as_of_between_transfers(clocked: LedgerService, history: Histor
             ) == expected, (index, moment)
             assert balance.balance_posted == history.balance_after[index]
 
-
-def test_balance_as_of_sees_holds_then_their_resolution(
-    clocked: LedgerService, history: History
-) -> None:
     # Transfers 2-3: a hold of 200, then 150 of it posted; 4 and 6: a hold of 100, then
     # voided; 7-8: a hold of 70 with a timeout, then expired by the sweep.
     loan = bool(history.flags & LOAN)

@@ -36,6 +36,10 @@ from zhifu.ledger.errors import (
 from zhifu.ledger.model import (
     AMOUNT_MAX,
     BATCH_EVENTS_MAX,
+    CODE_MAX,
+    EXTERNAL_REF_LENGTH_MAX,
+    OWNER_REF_LENGTH_MAX,
+    TIMEOUT_S_MAX,
     US_PER_S,
     AccountFlags,
     AccountRequest,
@@ -144,22 +148,23 @@ def test_create_account_retry_answers_exists(ledger: LedgerService) -> None:
     assert count_rows(ledger.engine, ledger_accounts) == 2
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        ({"flags": int(AccountFlags.HISTORY)}, AccountResult.EXISTS_WITH_DIFFERENT_FLAGS),
-        ({"currency": "USD"}, AccountResult.EXISTS_WITH_DIFFERENT_CURRENCY),
-        ({"code": BANK_CODE}, AccountResult.EXISTS_WITH_DIFFERENT_CODE),
-        ({"owner_ref": "someone-else"}, AccountResult.EXISTS_WITH_DIFFERENT_OWNER_REF),
-    ],
-)
-def test_create_account_retry_with_other_fields(
-    ledger: LedgerService, change: dict[str, Any], expected: AccountResult
-) -> None:
+ACCOUNT_CHANGES = [
+    ({"flags": int(AccountFlags.HISTORY)}, AccountResult.EXISTS_WITH_DIFFERENT_FLAGS),
+    ({"currency": "USD"}, AccountResult.EXISTS_WITH_DIFFERENT_CURRENCY),
+    ({"code": BANK_CODE}, AccountResult.EXISTS_WITH_DIFFERENT_CODE),
+    ({"owner_ref": "someone-else"}, AccountResult.EXISTS_WITH_DIFFERENT_OWNER_REF),
+    # Several fields differ: the first in precedence order decides.
+    ({"owner_ref": None, "currency": "USD"}, AccountResult.EXISTS_WITH_DIFFERENT_CURRENCY),
+]
+
+
+def test_create_account_retry_with_other_fields(ledger: LedgerService) -> None:
     original = account("CNY", owner_ref="cust-1")
     ledger.create_accounts([original])
-    changed = AccountRequest(**{**_account_fields(original), **change})
-    assert results(ledger.create_accounts([changed])) == [expected]
+    changed = [
+        AccountRequest(**{**_account_fields(original), **change}) for change, _ in ACCOUNT_CHANGES
+    ]
+    assert results(ledger.create_accounts(changed)) == [expected for _, expected in ACCOUNT_CHANGES]
     # The stored account is the original one.
     stored = ledger.get_account(original.id)
     assert (stored.currency, stored.code, stored.flags, stored.owner_ref) == (
@@ -168,6 +173,7 @@ def test_create_account_retry_with_other_fields(
         0,
         "cust-1",
     )
+    assert count_rows(ledger.engine, ledger_accounts) == 1
 
 
 def _account_fields(request: AccountRequest) -> dict[str, Any]:
@@ -180,23 +186,42 @@ def _account_fields(request: AccountRequest) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(
-    ("request_fields", "expected"),
-    [
-        ({"id": uuid.UUID(int=0)}, AccountResult.ID_MUST_NOT_BE_ZERO),
-        ({"flags": 8}, AccountResult.RESERVED_FLAG),
-        ({"flags": 3}, AccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE),
-        ({"code": 0}, AccountResult.CODE_MUST_NOT_BE_ZERO),
-    ],
-)
-def test_invalid_account_is_refused_and_not_written(
-    ledger: LedgerService, request_fields: dict[str, Any], expected: AccountResult
-) -> None:
-    fields = {"id": new_id(), "currency": "CNY", "code": CUSTOMER_CODE, "flags": 0}
-    bad = AccountRequest(**{**fields, **request_fields})
+def test_invalid_accounts_are_refused_and_not_written(ledger: LedgerService) -> None:
+    cases = [
+        (AccountRequest(uuid.UUID(int=0), "CNY", CUSTOMER_CODE), AccountResult.ID_MUST_NOT_BE_ZERO),
+        (
+            AccountRequest(new_id(), "CNY", CUSTOMER_CODE, 3),
+            AccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE,
+        ),
+        (AccountRequest(new_id(), "CNY", 0), AccountResult.CODE_MUST_NOT_BE_ZERO),
+    ]
     good = account()
-    assert results(ledger.create_accounts([bad, good])) == [expected, AccountResult.OK]
+    outcomes = ledger.create_accounts([request for request, _ in cases] + [good])
+    assert results(outcomes) == [expected for _, expected in cases] + [AccountResult.OK]
     assert count_rows(ledger.engine, ledger_accounts) == 1
+
+
+@pytest.mark.parametrize("flags", [8, 1 << 20, int(AccountFlags.HISTORY) | 8])
+def test_reserved_account_flags_are_refused(ledger: LedgerService, flags: int) -> None:
+    bad = AccountRequest(new_id(), "CNY", CUSTOMER_CODE, flags)
+    assert results(ledger.create_accounts([bad])) == [AccountResult.RESERVED_FLAG]
+    assert count_rows(ledger.engine, ledger_accounts) == 0
+
+
+def test_account_fields_at_their_limits(ledger: LedgerService) -> None:
+    """At each limit the database stores the account; one past, the domain refuses it."""
+    cases = [
+        (account(code=CODE_MAX), AccountResult.OK),
+        (account(code=CODE_MAX + 1), AccountResult.CODE_OUT_OF_RANGE),
+        (account(owner_ref="o" * OWNER_REF_LENGTH_MAX), AccountResult.OK),
+        (account(owner_ref="o" * (OWNER_REF_LENGTH_MAX + 1)), AccountResult.OWNER_REF_TOO_LONG),
+        (account("ABC"), AccountResult.CURRENCY_UNKNOWN),
+    ]
+    outcomes = ledger.create_accounts([request for request, _ in cases])
+    assert results(outcomes) == [expected for _, expected in cases]
+    assert count_rows(ledger.engine, ledger_accounts) == 2
+    stored = ledger.get_account(cases[2][0].id)
+    assert stored.owner_ref == "o" * OWNER_REF_LENGTH_MAX
 
 
 def test_account_batch_limits(ledger: LedgerService) -> None:
@@ -336,40 +361,29 @@ def test_retry_answers_exists_and_changes_nothing(
     assert ledger_snapshot(ledger.engine) == before
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        ({"flags": int(TransferFlags.PENDING)}, Result.EXISTS_WITH_DIFFERENT_FLAGS),
-        ({"amount": 101}, Result.EXISTS_WITH_DIFFERENT_AMOUNT),
-        ({"code": TRANSFER_CODE + 1}, Result.EXISTS_WITH_DIFFERENT_CODE),
-        ({"external_ref": "other"}, Result.EXISTS_WITH_DIFFERENT_EXTERNAL_REF),
-        ({"currency": "USD"}, Result.EXISTS_WITH_DIFFERENT_CURRENCY),
-    ],
-)
 def test_retry_with_other_fields(
-    ledger: LedgerService,
-    funded: tuple[uuid.UUID, uuid.UUID, uuid.UUID],
-    change: dict[str, Any],
-    expected: Result,
+    ledger: LedgerService, funded: tuple[uuid.UUID, uuid.UUID, uuid.UUID]
 ) -> None:
-    _, alice, bob = funded
+    bank, alice, bob = funded
     request = transfer(alice, bob, 100)
     assert ledger.create_transfers([request])[0].ok
     before = ledger_snapshot(ledger.engine)
-    assert results(ledger.create_transfers([request._replace(**change)])) == [expected]
-    assert ledger_snapshot(ledger.engine) == before
-
-
-def test_retry_with_swapped_accounts(
-    ledger: LedgerService, funded: tuple[uuid.UUID, uuid.UUID, uuid.UUID]
-) -> None:
-    _, alice, bob = funded
-    request = transfer(alice, bob, 100)
-    assert ledger.create_transfers([request])[0].ok
-    retry = request._replace(debit_account_id=bob, credit_account_id=alice)
-    assert results(ledger.create_transfers([retry])) == [
-        Result.EXISTS_WITH_DIFFERENT_DEBIT_ACCOUNT_ID
+    cases = [
+        ({"flags": int(TransferFlags.PENDING)}, Result.EXISTS_WITH_DIFFERENT_FLAGS),
+        ({"debit_account_id": bank}, Result.EXISTS_WITH_DIFFERENT_DEBIT_ACCOUNT_ID),
+        ({"credit_account_id": bank}, Result.EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT_ID),
+        ({"amount": 101}, Result.EXISTS_WITH_DIFFERENT_AMOUNT),
+        ({"currency": "USD"}, Result.EXISTS_WITH_DIFFERENT_CURRENCY),
+        ({"code": TRANSFER_CODE + 1}, Result.EXISTS_WITH_DIFFERENT_CODE),
+        ({"reversal_of": new_id()}, Result.EXISTS_WITH_DIFFERENT_REVERSAL_OF),
+        ({"external_ref": "other"}, Result.EXISTS_WITH_DIFFERENT_EXTERNAL_REF),
+        # Several fields differ: the first in precedence order decides.
+        ({"external_ref": "other", "amount": 1}, Result.EXISTS_WITH_DIFFERENT_AMOUNT),
     ]
+    retries = [request._replace(**change) for change, _ in cases]
+    assert results(ledger.create_transfers(retries)) == [expected for _, expected in cases]
+    assert ledger_snapshot(ledger.engine) == before
+    assert ledger.lookup_transfers([request.id])[request.id].amount == 100
 
 
 def test_failed_id_stays_failed_across_calls(ledger: LedgerService) -> None:
@@ -669,25 +683,6 @@ def test_expire_pending_voids_holds_whose_timeout_passed(
     assert counters(ledger, alice) == (300, 200, 0, 1000)
 
 
-def test_expiry_flag_is_reserved_for_the_ledger(
-    ledger: LedgerService, funded: tuple[uuid.UUID, uuid.UUID, uuid.UUID]
-) -> None:
-    _, alice, bob = funded
-    hold = pending(alice, bob, 10, timeout_s=1)
-    ledger.create_transfers([hold])
-    forged = void(hold.id, flags=int(TransferFlags.EXPIRY))
-    assert results(ledger.create_transfers([forged])) == [Result.RESERVED_FLAG]
-
-
-def test_timeout_only_on_pending(
-    ledger: LedgerService, funded: tuple[uuid.UUID, uuid.UUID, uuid.UUID]
-) -> None:
-    _, alice, bob = funded
-    assert results(ledger.create_transfers([transfer(alice, bob, 1, timeout_s=5)])) == [
-        Result.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
-    ]
-
-
 # --- reversals ----------------------------------------------------------------------------------
 
 
@@ -772,20 +767,16 @@ def test_batch_of_exactly_the_maximum_is_accepted(ledger: LedgerService) -> None
     assert count_rows(ledger.engine, ledger_batches) == 1
 
 
-def test_batch_one_past_the_maximum_is_refused_whole(ledger: LedgerService) -> None:
+def test_batch_one_past_the_maximum_or_empty_is_refused_whole(ledger: LedgerService) -> None:
     bank = open_bank(ledger)
     (alice,) = open_accounts(ledger, 1)
     before = ledger_snapshot(ledger.engine)
+    with pytest.raises(BatchEmptyError):
+        ledger.create_transfers([])
     with pytest.raises(BatchTooLargeError, match=str(BATCH_EVENTS_MAX)):
         ledger.create_transfers([transfer(bank, alice, 1) for _ in range(BATCH_EVENTS_MAX + 1)])
     assert ledger_snapshot(ledger.engine) == before
     assert count_rows(ledger.engine, ledger_rejections) == 0
-
-
-def test_empty_batch_is_refused(ledger: LedgerService) -> None:
-    with pytest.raises(BatchEmptyError):
-        ledger.create_transfers([])
-    assert count_rows(ledger.engine, ledger_batches) == 0
 
 
 # --- bad input at the domain edge ---------------------------------------------------------------
@@ -818,6 +809,9 @@ def test_bad_transfers_get_their_code_and_write_nothing(ledger: LedgerService) -
             Result.FLAGS_ARE_MUTUALLY_EXCLUSIVE,
         ),
         (transfer(alice, bob, 5, pending_id=new_id()), Result.PENDING_ID_MUST_BE_ZERO),
+        (transfer(alice, bob, 5, timeout_s=5), Result.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER),
+        # Only the ledger's own expiry sweep may set the expiry flag.
+        (void(new_id(), flags=int(TransferFlags.EXPIRY)), Result.RESERVED_FLAG),
         (post(uuid.UUID(int=0)), Result.PENDING_ID_MUST_NOT_BE_ZERO),
         (transfer(alice, bob, 1001), Result.EXCEEDS_CREDITS),
         (transfer(bank, bob, AMOUNT_MAX + 1), Result.OVERFLOWS_DEBITS),
@@ -825,6 +819,32 @@ def test_bad_transfers_get_their_code_and_write_nothing(ledger: LedgerService) -
     outcomes = ledger.create_transfers([request for request, _ in cases])
     assert results(outcomes) == [expected for _, expected in cases]
     assert ledger_snapshot(ledger.engine) == before
+
+
+def test_transfer_fields_at_their_limits(
+    ledger: LedgerService, funded: tuple[uuid.UUID, uuid.UUID, uuid.UUID]
+) -> None:
+    """At each limit the database stores the transfer; one past, the domain refuses it."""
+    _, alice, bob = funded
+    longest_hold = pending(alice, bob, 1, timeout_s=TIMEOUT_S_MAX)
+    cases = [
+        (transfer(alice, bob, 1, code=CODE_MAX), Result.OK),
+        (transfer(alice, bob, 1, code=CODE_MAX + 1), Result.CODE_OUT_OF_RANGE),
+        (transfer(alice, bob, 1, external_ref="r" * EXTERNAL_REF_LENGTH_MAX), Result.OK),
+        (
+            transfer(alice, bob, 1, external_ref="r" * (EXTERNAL_REF_LENGTH_MAX + 1)),
+            Result.EXTERNAL_REF_TOO_LONG,
+        ),
+        (longest_hold, Result.OK),
+        (pending(alice, bob, 1, timeout_s=TIMEOUT_S_MAX + 1), Result.TIMEOUT_OUT_OF_RANGE),
+        (pending(alice, bob, 1, timeout_s=-1), Result.TIMEOUT_OUT_OF_RANGE),
+    ]
+    outcomes = ledger.create_transfers([request for request, _ in cases])
+    assert results(outcomes) == [expected for _, expected in cases]
+    stored = ledger.lookup_transfers([longest_hold.id])[longest_hold.id]
+    assert stored.timeout_s == TIMEOUT_S_MAX
+    assert stored.expires_ts == outcomes[4].ts + TIMEOUT_S_MAX * US_PER_S
+    assert count_rows(ledger.engine, ledger_transfers) == 2 + 3  # the funding, then three
 
 
 def test_amounts_up_to_the_bigint_limit(ledger: LedgerService) -> None:
@@ -862,35 +882,35 @@ def _fill_immutable_tables(ledger: LedgerService) -> dict[str, uuid.UUID]:
     return {"bank": bank, "alice": alice, "transfer": ok.id, "rejection": failed.id}
 
 
-@pytest.mark.parametrize(
-    "statement",
-    [
-        update(ledger_transfers).values(amount=1),
-        update(ledger_transfers).values(debit_account_id=uuid.UUID(int=7)),
-        delete(ledger_transfers),
-        update(ledger_rejections).values(result="ok"),
-        delete(ledger_rejections),
-        update(ledger_account_history).values(credits_posted=0),
-        delete(ledger_account_history),
-        update(ledger_batches).values(transfer_count=0),
-        delete(ledger_batches),
-        update(ledger_blocks).values(signature=bytes(64)),
-        delete(ledger_blocks),
-    ],
-    ids=lambda s: f"{type(s).__name__.lower()}-{s.table.name}",
-)
-def test_ledger_rows_are_immutable_in_the_database(ledger: LedgerService, statement: Any) -> None:
+IMMUTABLE_CHANGES = [
+    update(ledger_transfers).values(amount=1),
+    update(ledger_transfers).values(debit_account_id=uuid.UUID(int=7)),
+    delete(ledger_transfers),
+    update(ledger_rejections).values(result="ok"),
+    delete(ledger_rejections),
+    update(ledger_account_history).values(credits_posted=0),
+    delete(ledger_account_history),
+    update(ledger_batches).values(transfer_count=0),
+    delete(ledger_batches),
+    update(ledger_blocks).values(signature=bytes(64)),
+    delete(ledger_blocks),
+]
+
+
+def test_ledger_rows_are_immutable_in_the_database(ledger: LedgerService) -> None:
     _fill_immutable_tables(ledger)
-    table = statement.table
+    tables = {statement.table for statement in IMMUTABLE_CHANGES}
     with ledger.engine.connect() as connection:
-        rows_before = connection.execute(select(table)).all()
-    assert rows_before
+        rows_before = {table.name: connection.execute(select(table)).all() for table in tables}
+    assert all(rows_before.values())
 
-    with pytest.raises(DBAPIError, match="immutable"), ledger.engine.begin() as connection:
-        connection.execute(statement)
+    for statement in IMMUTABLE_CHANGES:
+        with pytest.raises(DBAPIError, match="immutable"), ledger.engine.begin() as connection:
+            connection.execute(statement)
 
     with ledger.engine.connect() as connection:
-        assert connection.execute(select(table)).all() == rows_before
+        for table in tables:
+            assert connection.execute(select(table)).all() == rows_before[table.name], table.name
     ledger.seal()
     assert ledger.verify().ok
 

@@ -42,7 +42,7 @@ class AccountFlags(IntFlag):
     """Keep the balance after each transfer, for fast statements and as-of balances."""
 
 
-ACCOUNT_FLAGS_ALL = (
+ACCOUNT_FLAGS_ALL = int(
     AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
     | AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
     | AccountFlags.HISTORY

@@ -1,0 +1,66 @@
+"""PostgreSQL scratch databases for tests (imported by conftest and by test modules).
+
+``ZHIFU_TEST_POSTGRES_URL`` overrides the server. Locally a test that needs
+PostgreSQL skips when the server is absent; under ``CI=true`` it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+POSTGRES_SERVER_URL = os.environ.get(
+    "ZHIFU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgres_available() -> str | None:
+    """None when the server answers, else the reason it does not."""
+    engine = create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return None
+    except OperationalError as exc:
+        return str(exc.orig)
+    finally:
+        engine.dispose()
+
+
+_POSTGRES_PROBLEM: str | bool | None = False  # False: not probed yet
+
+
+def require_postgres() -> None:
+    global _POSTGRES_PROBLEM
+    if _POSTGRES_PROBLEM is False:
+        _POSTGRES_PROBLEM = _postgres_available()
+    if _POSTGRES_PROBLEM:
+        message = f"PostgreSQL at {POSTGRES_SERVER_URL} is unreachable: {_POSTGRES_PROBLEM}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+        pytest.skip(message)
+
+
+def create_postgres_database() -> str:
+    """A new empty database on the test server; returns its URL."""
+    require_postgres()
+    name = f"zhifu_test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(POSTGRES_SERVER_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str) -> None:
+    name = make_url(url).database
+    admin = create_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -26,6 +26,7 @@ LEDGER_TABLES = {
     "ledger_batches",
     "ledger_unsealed_batches",
     "ledger_blocks",
+    "ledger_meta",
 }
 
 

@@ -25,6 +25,7 @@ from zhifu.ledger.model import BATCH_EVENTS_MAX
 from zhifu.ledger.service import LedgerService, now_us
 from zhifu.runtime import Runtime, build_runtime
 from zhifu.security.signing import key_id_for, public_key_from_base64
+from zhifu.store import migrate
 
 TOP_LEVEL_COMMANDS = ("serve", "db", "demo", "ledger", "bench", "service-token")
 BENCH_KEYS = {
@@ -39,7 +40,7 @@ BENCH_KEYS = {
 }
 LOG_FORMAT_ERROR = "ZHIFU_LOG_FORMAT must be 'json' or 'console', got 'xml'"
 SERVE_TIMEOUT_S = 60
-HEAD_REVISION = "0001"
+HEAD_REVISION = migrate.head_revision()
 
 
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -76,6 +76,10 @@ class LedgerService:
 
             keys[key_id_for(key)] = key
         self.trusted_keys = keys
+        # Embedded mode keeps committed account state between batches.
+        self._account_cache = (
+            ledger_store.AccountCache() if engine.dialect.name == "sqlite" else None
+        )
 
     # -- accounts --
 
@@ -149,6 +153,8 @@ class LedgerService:
                 )
             account.closed_ts = self.clock()
             ledger_store.close_account(sql, account_id, account.closed_ts)
+            if not sql.postgres:
+                ledger_store.bump_generation(sql)  # cached copies of it are now stale
             return account
 
         return run_in_transaction(self.engine, work)
@@ -182,10 +188,19 @@ class LedgerService:
         system: bool = False,
     ) -> BatchPlan:
         """Like :meth:`create_transfers`, returning the whole committed plan."""
+        cache = self._account_cache
+        attempts = 0
+        assume_new_ids = cache is not None
 
-        def work(connection: Connection) -> BatchPlan:
+        def work(connection: Connection) -> tuple[BatchPlan, int]:
+            nonlocal attempts
+            attempts += 1
+            if cache is not None and attempts > 1:
+                cache.invalidate()  # a failed attempt's plan may have changed cached accounts
             sql = ledger_store.LedgerSql(connection)
-            state = ledger_store.load_batch_state(sql, requests)
+            state = ledger_store.load_batch_state(
+                sql, requests, cache, assume_new_ids=assume_new_ids
+            )
             plan = plan_batch(
                 requests,
                 state,
@@ -196,9 +211,30 @@ class LedgerService:
             )
             invariant(len(plan.outcomes) == len(requests), "one outcome per event")
             ledger_store.write_plan(sql, plan)
-            return plan
+            generation = ledger_store.bump_generation(sql) if cache is not None else 0
+            return plan, generation
 
-        return run_in_transaction(self.engine, work, retry_unique_violation=True)
+        if cache is None:
+            return run_in_transaction(self.engine, work, retry_unique_violation=True)[0]
+        with cache.lock:
+            for _ in range(3):  # again, uncached or with look-ups, if an assumption failed
+                try:
+                    plan, generation = run_in_transaction(
+                        self.engine, work, retry_unique_violation=True
+                    )
+                except ledger_store.StaleAccountStateError:
+                    cache.invalidate()
+                    continue
+                except ledger_store.ExistingIdsError:
+                    cache.invalidate()
+                    assume_new_ids = False
+                    continue
+                except BaseException:
+                    cache.invalidate()  # the plan may have changed cached accounts
+                    raise
+                cache.committed(generation)
+                return plan
+        raise ledger_store.StaleAccountStateError("account rows keep changing behind the cache")
 
     def lookup_transfers(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Transfer]:
         def work(connection: Connection) -> dict[uuid.UUID, Transfer]:

@@ -153,6 +153,15 @@ ledger_unsealed_batches = Table(
     Column("committed_ts", BigInteger, nullable=False),
 )
 
+# Small named counters of the ledger: ``generation`` counts the SQLite
+# transactions that changed ledger accounts (the account cache's validity).
+ledger_meta = Table(
+    "ledger_meta",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
 # The hash chain: block n commits to block n-1 and to one batch's Merkle root.
 ledger_blocks = Table(
     "ledger_blocks",

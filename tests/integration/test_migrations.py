@@ -60,7 +60,8 @@ def test_upgrade_downgrade_upgrade(bare_engine: Engine, signer: Ed25519Signer) -
 
     migrate.upgrade(bare_engine)
     assert migrate.current_revision(bare_engine) == migrate.head_revision()
-    assert table_names(bare_engine) == set(metadata.tables) == LEDGER_TABLES
+    assert table_names(bare_engine) == set(metadata.tables)
+    assert LEDGER_TABLES <= set(metadata.tables)
     migrate.upgrade(bare_engine)  # already at head: nothing to do
     assert migrate.current_revision(bare_engine) == migrate.head_revision()
 
@@ -76,7 +77,7 @@ def test_upgrade_downgrade_upgrade(bare_engine: Engine, signer: Ed25519Signer) -
 
     migrate.upgrade(bare_engine)
     assert migrate.current_revision(bare_engine) == migrate.head_revision()
-    assert table_names(bare_engine) == LEDGER_TABLES
+    assert table_names(bare_engine) == set(metadata.tables)
     assert schema_diff(bare_engine) == []
 
     # The schema works again, immutability triggers included.

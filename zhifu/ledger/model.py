@@ -532,13 +532,15 @@ class _Planner:
         self.next_ts = max(now_ts, last + 1)
         self.now_ts = now_ts
         # Undo log for the open linked chain.
-        self._undo_accounts: dict[uuid.UUID, tuple[int, int, int, int, int]] = {}
+        # account id -> (its four counters, last_transfer_ts, touched before the chain)
+        self._undo_accounts: dict[uuid.UUID, tuple[int, int, int, int, int, bool]] = {}
         self._undo_transfers: list[uuid.UUID] = []
         self._undo_resolutions: list[uuid.UUID] = []
         self._undo_reversed: list[tuple[uuid.UUID, int]] = []
         self._chain_start_new = 0
         self._chain_start_history = 0
         self._recording = False
+        self._touched: dict[int, Account] = {}
 
     # -- chain bookkeeping --
 
@@ -558,10 +560,12 @@ class _Planner:
                 account.credits_pending,
                 account.credits_posted,
                 account.last_transfer_ts,
+                id(account) in self._touched,
             )
 
     def _rollback_chain(self) -> None:
         accounts = self.state.accounts
+        touched = self._touched
         for account_id, saved in self._undo_accounts.items():
             account = accounts[account_id]
             (
@@ -570,7 +574,10 @@ class _Planner:
                 account.credits_pending,
                 account.credits_posted,
                 account.last_transfer_ts,
+                touched_before,
             ) = saved
+            if not touched_before:
+                touched.pop(id(account), None)
         for transfer_id in self._undo_transfers:
             del self.state.transfers[transfer_id]
         for pending_id in self._undo_resolutions:
@@ -590,7 +597,7 @@ class _Planner:
         existing = state.transfers.get(request.id)
         if existing is not None:
             return compare_existing(request, existing)
-        rejection = state.rejections.get(request.id)
+        rejection = state.rejections.get(request.id) if state.rejections else None
         if rejection is not None:
             if rejection.fingerprint == fingerprint(request):
                 return rejection.result
@@ -789,6 +796,9 @@ class _Planner:
         )
         debit.last_transfer_ts = ts
         credit.last_transfer_ts = ts
+        # Keyed by object identity: an int key hashes in C, a UUID in Python.
+        self._touched[id(debit)] = debit
+        self._touched[id(credit)] = credit
         self.state.transfers[request.id] = transfer
         if self._recording:
             self._undo_transfers.append(request.id)
@@ -863,12 +873,7 @@ class _Planner:
     def _finish(self, outcomes: list[TransferOutcome]) -> None:
         plan = self.plan
         plan.outcomes = outcomes
-        accounts = self.state.accounts
-        touched: dict[uuid.UUID, Account] = {}
-        for transfer in plan.new_transfers:
-            touched[transfer.debit_account_id] = accounts[transfer.debit_account_id]
-            touched[transfer.credit_account_id] = accounts[transfer.credit_account_id]
-        plan.touched_accounts = touched
+        plan.touched_accounts = {a.id: a for a in self._touched.values()}
         plan.merkle_root = batch_merkle_root(plan.new_transfers)
 
 

@@ -116,7 +116,8 @@ class LedgerSql:
         self.id_in: Callable[[uuid.UUID], Any] = (lambda u: u) if self.postgres else _to_bytes
         self.assumed_new_ids = False
         # last_transfer_ts of each account as read, for the cache's write guard.
-        self.expected_last_ts: dict[uuid.UUID, int] | None = None
+        # Keyed by id() of the Account object: an int hashes in C, a UUID in Python.
+        self.expected_last_ts: dict[int, int] | None = None
         # SQLite hands ids back as bytes; ids this transaction asked for are
         # mapped back to the caller's own UUID objects (building a UUID costs
         # more than a dictionary look-up).
@@ -351,13 +352,19 @@ def _cached_accounts(
     if cache.generation != read_generation(sql):
         cache.invalidate()
     cached = cache.accounts
-    accounts = {i: cached[i] for i in account_ids if i in cached}
-    missing = account_ids - accounts.keys()
+    accounts: dict[uuid.UUID, Account] = {}
+    missing: list[uuid.UUID] = []
+    for account_id in account_ids:
+        account = cached.get(account_id)
+        if account is None:
+            missing.append(account_id)
+        else:
+            accounts[account_id] = account
     if missing:
         loaded = load_accounts(sql, missing)
         cached.update(loaded)
         accounts.update(loaded)
-    sql.expected_last_ts = {i: a.last_transfer_ts for i, a in accounts.items()}
+    sql.expected_last_ts = {id(a): a.last_transfer_ts for a in accounts.values()}
     return accounts
 
 
@@ -469,7 +476,7 @@ def _update_counters(sql: LedgerSql, accounts: Iterable[Account]) -> None:
             a.credits_posted,
             a.last_transfer_ts,
             a.id.bytes,
-            expected[a.id],
+            expected[id(a)],
         )
         for a in accounts
     ]

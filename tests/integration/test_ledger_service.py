@@ -964,3 +964,21 @@ def test_check_constraints_refuse_bad_transfer_rows(ledger: LedgerService) -> No
             connection.execute(insert(ledger_transfers).values(**{**row, **bad}))
     with ledger.engine.connect() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM ledger_transfers")).scalar() == 0
+
+
+def test_two_services_on_one_database_see_each_others_transfers(
+    ledger: LedgerService, signer: Ed25519Signer
+) -> None:
+    """Whatever a service keeps between batches, another writer's batches are seen."""
+    other = LedgerService(ledger.engine, signer)
+    bank = open_bank(ledger)
+    (alice,) = open_accounts(ledger, 1)
+    fund(ledger, bank, [alice], 100)
+    assert other.create_transfers([transfer(alice, bank, 60)])[0].ok
+    # 60 of 100 left with the other service: 50 more would overdraw.
+    assert results(ledger.create_transfers([transfer(alice, bank, 50)])) == [Result.EXCEEDS_CREDITS]
+    assert ledger.create_transfers([transfer(alice, bank, 40)])[0].ok
+    assert results(other.create_transfers([transfer(alice, bank, 1)])) == [Result.EXCEEDS_CREDITS]
+    assert counters(ledger, alice) == counters(other, alice) == (0, 100, 0, 100)
+    ledger.seal()
+    assert ledger.verify().ok

@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_CACHE_KIB = 32_768  # page cache per connection
+SQLITE_POOL_SIZE = 4
 
 
 def _normalise_url(url: str) -> str:
@@ -43,9 +44,10 @@ def _create_sqlite_engine(url: str) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # NullPool: a connection per unit of work is cheap for SQLite and keeps
-    # forked worker processes from sharing a handle.
-    engine = create_engine(url, poolclass=NullPool)
+    # Pooled connections keep their page cache between units of work: a new
+    # connection per batch would read every index page of a large ledger again.
+    # Server workers are separate processes, each with its own engine and pool.
+    engine = create_engine(url, pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -58,11 +60,12 @@ def _create_sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        mode = connection.info.get("zhifu_begin", "BEGIN")
+        mode = connection.info.pop("zhifu_begin", "BEGIN")  # one transaction only
         connection.exec_driver_sql(mode)
 
     return engine

@@ -12,7 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scratch_db import create_postgres_database, drop_postgres_database
+from scratch_db import (
+    create_migrated_postgres_database,
+    create_postgres_database,
+    drop_postgres_database,
+)
 from sqlalchemy import Engine
 
 from zhifu.ledger.service import LedgerService
@@ -48,11 +52,27 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_postgres_database(url)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def migrated_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of each engine in turn with the schema at head."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'zhifu.db'}"
+        engine = create_db_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    url = create_migrated_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
+def engine(migrated_db_url: str) -> Iterator[Engine]:
     """A migrated engine on each database in turn."""
-    engine = create_db_engine(db_url, pool_size=4)
-    migrate.upgrade(engine)
+    engine = create_db_engine(migrated_db_url, pool_size=4)
     try:
         yield engine
     finally:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -84,8 +86,10 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (and its docs at /docs)."""
     import uvicorn
 
-    with _runtime():
+    with _runtime() as runtime:
         pass  # settings valid, database reachable and migrated, before any worker starts
+    if workers > 1:
+        _prepare_multiprocess_metrics(runtime.settings.home)
 
     click.echo(f"zhifu {__version__} serving on http://{host}:{port}  (API docs: /docs)")
     uvicorn.run(
@@ -104,6 +108,17 @@ def service_token() -> None:
     """Print the service token that internal APIs (/v1/ledger) require."""
     with _runtime(needs_schema=False) as runtime:
         click.echo(runtime.service_token)
+
+
+def _prepare_multiprocess_metrics(home: Path) -> None:
+    """Workers share metrics through files in an empty directory (prometheus_client)."""
+    from zhifu.ops.metrics import MULTIPROC_DIR_ENV
+
+    directory = Path(os.environ.get(MULTIPROC_DIR_ENV) or home / "prometheus-multiproc")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for stale in directory.glob("*.db"):  # samples of an earlier run's workers
+        stale.unlink()
+    os.environ[MULTIPROC_DIR_ENV] = str(directory)
 
 
 # --- db -----------------------------------------------------------------------------

@@ -226,6 +226,8 @@ def test_a_submission_that_fails_the_whole_batch_is_isolated(
             assert [(o.position, o.id, o.result) for o in outcomes] == [(0, own[0].id, Result.OK)]
     finally:
         group.close()
+    # Every event is counted out of the queue once, retried or not.
+    assert group._waiting_events == 0
     # The first attempt held every caller and failed; each was then retried alone.
     assert len(attempts[0]) == len(others) + 1
     assert all(len(ids) == 1 for ids in attempts[1:])

@@ -128,6 +128,9 @@ class GroupCommitter:
             return
         with self._lock:
             self._waiting_events -= sum(len(s.requests) for s in group)
+        self._apply(group)
+
+    def _apply(self, group: list[_Submission]) -> None:
         requests: list[TransferRequest] = []
         breaks: set[int] = set()
         for submission in group:
@@ -140,7 +143,7 @@ class GroupCommitter:
                 group[0].future.set_exception(exc)
                 return
             for submission in group:
-                self._commit([submission])
+                self._apply([submission])
             return
         start = 0
         for submission in group:

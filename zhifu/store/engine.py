@@ -12,6 +12,10 @@ from sqlalchemy.engine import make_url
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 32_768  # page cache per connection
 SQLITE_POOL_SIZE = 4
+# Large pages: a batch touches one index page per account it moves money in,
+# and fewer, larger pages cost less per row (measured with zhifu bench ledger).
+SQLITE_PAGE_SIZE = 32_768
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 2_048  # checkpoint every 64 MiB of WAL at that page size
 
 
 def _normalise_url(url: str) -> str:
@@ -56,11 +60,13 @@ def _create_sqlite_engine(url: str) -> Engine:
         # to avoid lock-upgrade deadlocks.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # takes effect on a new file
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

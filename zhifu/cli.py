@@ -91,7 +91,9 @@ def serve(host: str, port: int, workers: int) -> None:
     if workers > 1:
         _prepare_multiprocess_metrics(runtime.settings.home)
 
-    click.echo(f"zhifu {__version__} serving on http://{host}:{port}  (API docs: /docs)")
+    click.echo(f"zhifu {__version__} serving on http://{host}:{port}")
+    click.echo(f"  API docs: http://{host}:{port}/docs")
+    click.echo("  internal API token: run 'zhifu service-token'")
     uvicorn.run(
         "zhifu.api.app:create_app_from_env",
         factory=True,

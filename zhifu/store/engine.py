@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-SQLITE_CACHE_KIB = 32_768  # page cache per connection
+SQLITE_CACHE_KIB = 131_072  # page cache per connection
 SQLITE_POOL_SIZE = 4
 # Large pages: a batch touches one index page per account it moves money in,
 # and fewer, larger pages cost less per row (measured with zhifu bench ledger).

@@ -395,3 +395,28 @@ def test_wait_s_at_its_bounds_is_accepted(sqlite_ledger: LedgerService, wait_s: 
 def test_wait_s_one_past_its_bounds_is_refused(sqlite_ledger: LedgerService, wait_s: float) -> None:
     with pytest.raises(ValueError, match="wait_s"):
         GroupCommitter(sqlite_ledger, wait_s=wait_s)
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    from zhifu.ops.metrics import REGISTRY
+
+    value = REGISTRY.get_sample_value(name, labels or {})
+    return value or 0.0
+
+
+def test_committed_batches_show_in_the_ledger_metrics(
+    committer: GroupCommitter, accounts: tuple[uuid.UUID, list[uuid.UUID]]
+) -> None:
+    bank, customers = accounts
+    ok_before = _sample("zhifu_ledger_transfers_total", {"result": "ok"})
+    failed_before = _sample("zhifu_ledger_transfers_total", {"result": "exceeds_credits"})
+    batches_before = _sample("zhifu_ledger_batch_events_count")
+    outcomes = committer.create_transfers(
+        [transfer(bank, customers[0], 5), transfer(customers[1], bank, 10**15)]
+    )
+    assert [o.result for o in outcomes] == [Result.OK, Result.EXCEEDS_CREDITS]
+    assert _sample("zhifu_ledger_transfers_total", {"result": "ok"}) == ok_before + 1
+    assert (
+        _sample("zhifu_ledger_transfers_total", {"result": "exceeds_credits"}) == failed_before + 1
+    )
+    assert _sample("zhifu_ledger_batch_events_count") == batches_before + 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from zhifu.ledger.errors import LedgerError
 from zhifu.ledger.model import BATCH_EVENTS_MAX, TransferOutcome, TransferRequest
 from zhifu.ledger.service import LedgerService, _check_batch_size
+from zhifu.ops import metrics
 
 QUEUE_EVENTS_MAX = 8 * BATCH_EVENTS_MAX
 WAIT_S_MAX = 0.1
@@ -136,15 +138,21 @@ class GroupCommitter:
         for submission in group:
             requests.extend(submission.requests)
             breaks.add(len(requests) - 1)
+        started = time.perf_counter()
         try:
             plan = self.service.execute_batch(requests, chain_breaks=frozenset(breaks))
         except Exception as exc:  # noqa: BLE001 - isolate the callers, then report
+            metrics.LEDGER_BATCH_FAILURES.inc()
             if len(group) == 1:
                 group[0].future.set_exception(exc)
                 return
             for submission in group:
                 self._apply([submission])
             return
+        metrics.LEDGER_BATCH_DURATION.observe(time.perf_counter() - started)
+        metrics.LEDGER_BATCH_EVENTS.observe(len(requests))
+        for result, count in Counter(o.result.value for o in plan.outcomes).items():
+            metrics.LEDGER_TRANSFERS.labels(result).inc(count)
         start = 0
         for submission in group:
             end = start + len(submission.requests)

@@ -38,7 +38,7 @@ from zhifu.ledger.model import (
     plan_batch,
     validate_account,
 )
-from zhifu.security.signing import Ed25519Signer
+from zhifu.security.signing import Ed25519Signer, key_id_for
 from zhifu.store.uow import run_in_transaction
 
 EXPIRY_SWEEP_MAX = BATCH_EVENTS_MAX
@@ -72,8 +72,6 @@ class LedgerService:
         self.clock = clock
         keys = {signer.key_id: signer.public_key_bytes}
         for key in trusted_keys:
-            from zhifu.security.signing import key_id_for
-
             keys[key_id_for(key)] = key
         self.trusted_keys = keys
         # Embedded mode keeps committed account state between batches.

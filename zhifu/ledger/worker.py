@@ -12,6 +12,7 @@ import threading
 import structlog
 
 from zhifu.ledger.service import LedgerService
+from zhifu.ops import metrics
 
 INTERVAL_S_DEFAULT = 0.5
 INTERVAL_S_MIN = 0.01
@@ -32,6 +33,8 @@ class LedgerWorker:
         """One round: (blocks sealed, holds expired)."""
         expired = self.service.expire_pending()
         sealed = self.service.seal()
+        metrics.LEDGER_HOLDS_EXPIRED.inc(expired)
+        metrics.LEDGER_BLOCKS_SEALED.inc(sealed)
         return sealed, expired
 
     def start(self) -> None:

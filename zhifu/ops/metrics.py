@@ -80,6 +80,44 @@ HTTP_REQUEST_DURATION: Final = Histogram(
 )
 
 
+# --- ledger ---------------------------------------------------------------------------
+
+LEDGER_BATCH_EVENTS_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 8190)
+LEDGER_TRANSFERS: Final = Counter(
+    "zhifu_ledger_transfers",
+    "Transfer events the group committer applied, by result code.",
+    ("result",),
+    registry=REGISTRY,
+)
+LEDGER_BATCH_EVENTS: Final = Histogram(
+    "zhifu_ledger_batch_events",
+    "Events per database transaction of the group committer (how well it gathers callers).",
+    buckets=LEDGER_BATCH_EVENTS_BUCKETS,
+    registry=REGISTRY,
+)
+LEDGER_BATCH_DURATION: Final = Histogram(
+    "zhifu_ledger_batch_duration_seconds",
+    "Time to apply one batch in one database transaction, retries included.",
+    buckets=HTTP_DURATION_BUCKETS_S,
+    registry=REGISTRY,
+)
+LEDGER_BATCH_FAILURES: Final = Counter(
+    "zhifu_ledger_batch_failures",
+    "Batches that failed as a whole at the database level (each caller then retried alone).",
+    registry=REGISTRY,
+)
+LEDGER_BLOCKS_SEALED: Final = Counter(
+    "zhifu_ledger_blocks_sealed",
+    "Batches chained into signed journal blocks by this process.",
+    registry=REGISTRY,
+)
+LEDGER_HOLDS_EXPIRED: Final = Counter(
+    "zhifu_ledger_holds_expired",
+    "Pending transfers voided by this process because their timeout passed.",
+    registry=REGISTRY,
+)
+
+
 def observe_http_request(method: str, route: str, status: int, duration_s: float) -> None:
     """Record one answered HTTP request."""
     HTTP_REQUESTS.labels(method, route, str(status)).inc()

@@ -90,7 +90,7 @@ def _iso(ts: int | None) -> str | None:
     return (EPOCH + timedelta(microseconds=ts)).isoformat().replace("+00:00", "Z")
 
 
-def _reject_float(value: Any) -> Any:
+def _reject_float_or_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("amount must be an integer of minor units or a decimal string")
     if isinstance(value, float):
@@ -142,7 +142,7 @@ class TransferIn(_Strict):
     external_ref: str | None = Field(default=None, min_length=1, max_length=EXTERNAL_REF_LENGTH_MAX)
     timeout_s: int = Field(default=0, ge=0, le=TIMEOUT_S_MAX, strict=True)
 
-    _no_float = field_validator("amount", mode="before")(_reject_float)
+    _amount_not_float = field_validator("amount", mode="before")(_reject_float_or_bool)
 
     @field_validator("currency")
     @classmethod

@@ -400,14 +400,16 @@ def test_secret_keys_are_redacted_at_every_depth(log_buffer: io.StringIO) -> Non
         password="hunter2",
         Authorization="Bearer abc.def",
         apiKey="k-123",
-        card={"card_number": "4111111111111111", "expiry": "12/30", "PIN": "1234"},
-        attempts=[{"otp": "654321", "ok": False}, {"session_token": "tok-1"}],
+        # Secrets that cannot occur by chance in a timestamp or a request id.
+        card={"card_number": "4111111111111111", "expiry": "12/30", "PIN": "pin-8642"},
+        attempts=[{"otp": "otp-654321", "ok": False}, {"session_token": "tok-1"}],
         nested={"level1": {"level2": {"private_key": "-----BEGIN", "note": "fine"}}},
     )
     text = log_buffer.getvalue()
-    for secret in ("hunter2", "abc.def", "k-123", "4111111111111111", "1234", "654321", "tok-1"):
+    for secret in ("hunter2", "abc.def", "k-123", "4111111111111111", "pin-8642", "tok-1"):
         assert secret not in text
     assert "-----BEGIN" not in text
+    assert "otp-654321" not in text
     (line,) = _log_lines(log_buffer)
     assert line["user"] == "alice"
     assert line["password"] == REDACTED

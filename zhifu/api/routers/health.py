@@ -95,7 +95,8 @@ async def run_blocking_check(check: Callable[[], None]) -> None:
         ChecksBusyError: ``READY_CHECKS_IN_FLIGHT_MAX`` checks are still running.
         Whatever ``check`` raises.
     """
-    if not _check_slots.acquire(blocking=False):
+    slots = _check_slots  # release the very semaphore acquired, even if it is replaced
+    if not slots.acquire(blocking=False):
         raise ChecksBusyError
     lock = threading.Lock()
     state = "pending"  # -> "running" (by the thread) or "abandoned" (by us)
@@ -109,7 +110,7 @@ async def run_blocking_check(check: Callable[[], None]) -> None:
         try:
             check()
         finally:
-            _check_slots.release()
+            slots.release()
 
     try:
         with anyio.fail_after(READY_CHECK_TIMEOUT_S):
@@ -118,7 +119,7 @@ async def run_blocking_check(check: Callable[[], None]) -> None:
         with lock:
             if state == "pending":  # the thread never started: free its slot here
                 state = "abandoned"
-                _check_slots.release()
+                slots.release()
 
 
 @router.get(

@@ -553,7 +553,8 @@ class _Planner:
         self._chain_start_history = len(self.plan.history)
 
     def _touch(self, account: Account) -> None:
-        if self._recording and account.id not in self._undo_accounts:
+        """Remember the account as it was before the open linked chain changed it."""
+        if account.id not in self._undo_accounts:
             self._undo_accounts[account.id] = (
                 account.debits_pending,
                 account.debits_posted,
@@ -635,16 +636,18 @@ class _Planner:
             result = self._check_limits(debit, credit, amount, 0)
             if result is not Result.OK:
                 return result
-            self._touch(debit)
-            self._touch(credit)
+            if self._recording:
+                self._touch(debit)
+                self._touch(credit)
             debit.debits_pending += amount
             credit.credits_pending += amount
         else:
             result = self._check_limits(debit, credit, amount, 0)
             if result is not Result.OK:
                 return result
-            self._touch(debit)
-            self._touch(credit)
+            if self._recording:
+                self._touch(debit)
+                self._touch(credit)
             debit.debits_posted += amount
             credit.credits_posted += amount
             if request.reversal_of is not None:
@@ -747,8 +750,9 @@ class _Planner:
             result = self._check_limits(debit, credit, amount, pending.amount)
             if result is not Result.OK:
                 return result
-        self._touch(debit)
-        self._touch(credit)
+        if self._recording:
+            self._touch(debit)
+            self._touch(credit)
         debit.debits_pending -= pending.amount
         credit.credits_pending -= pending.amount
         if posting:

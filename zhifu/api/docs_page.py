@@ -74,6 +74,15 @@ _SCRIPT: Final = r"""
     if (text !== undefined && text !== null) { node.textContent = String(text); }
     return node;
   }
+  // Descriptions use Markdown's `code` spans; render those (as text nodes, never as HTML).
+  function prose(text) {
+    var node = el("div", "desc");
+    String(text).split("`").forEach(function (part, i) {
+      if (i % 2) { node.appendChild(el("code", null, part)); }
+      else if (part) { node.appendChild(document.createTextNode(part)); }
+    });
+    return node;
+  }
   function deref(node) {
     var hops = 0;
     while (node && typeof node.$ref === "string" && node.$ref.indexOf("#/") === 0 && hops < 32) {
@@ -125,7 +134,7 @@ _SCRIPT: Final = r"""
     var limits = limitsText(schema);
     if (limits) { cell.appendChild(el("span", "muted", "  " + limits)); }
     var text = description || deref(schema).description;
-    if (text) { cell.appendChild(el("div", "desc", text)); }
+    if (text) { cell.appendChild(prose(text)); }
   }
   function schemaBlock(schema, depth) {
     var box = el("div", "schema");
@@ -188,14 +197,14 @@ _SCRIPT: Final = r"""
     if (op.summary) { summary.appendChild(el("span", "summary", op.summary)); }
     box.appendChild(summary);
     var body = el("div", "body");
-    if (op.description) { body.appendChild(el("div", "desc", op.description)); }
+    if (op.description) { body.appendChild(prose(op.description)); }
     if (op.operationId) { body.appendChild(el("div", "muted", "operationId: " + op.operationId)); }
     parametersBlock(body, pathParameters.concat(op.parameters || []));
     if (op.requestBody) {
       var requestBody = deref(op.requestBody);
       var requiredText = requestBody.required ? " (required)" : "";
       body.appendChild(el("h4", null, "Request body" + requiredText));
-      if (requestBody.description) { body.appendChild(el("div", "desc", requestBody.description)); }
+      if (requestBody.description) { body.appendChild(prose(requestBody.description)); }
       contentBlock(body, requestBody.content);
     }
     body.appendChild(el("h4", null, "Responses"));
@@ -220,7 +229,7 @@ _SCRIPT: Final = r"""
     title.appendChild(el("small", null, "  version " + (info.version || "?") +
                                         "  ·  OpenAPI " + (spec.openapi || "?")));
     root.appendChild(title);
-    if (info.description) { root.appendChild(el("div", "desc", info.description)); }
+    if (info.description) { root.appendChild(prose(info.description)); }
     var specLink = el("a", null, "OpenAPI document (JSON)");
     specLink.setAttribute("href", specUrl);
     root.appendChild(specLink);
@@ -248,7 +257,7 @@ _SCRIPT: Final = r"""
       var section = el("section");
       section.appendChild(el("h2", null, tag));
       var meta = (spec.tags || []).filter(function (t) { return t.name === tag; })[0];
-      if (meta && meta.description) { section.appendChild(el("div", "desc", meta.description)); }
+      if (meta && meta.description) { section.appendChild(prose(meta.description)); }
       groups[tag].forEach(function (box) { section.appendChild(box); });
       root.appendChild(section);
       sections.push(section);
@@ -263,7 +272,7 @@ _SCRIPT: Final = r"""
         box.appendChild(el("summary", null, name));
         var body = el("div", "body");
         if (schemas[name].description) {
-          body.appendChild(el("div", "desc", schemas[name].description));
+          body.appendChild(prose(schemas[name].description));
         }
         body.appendChild(schemaBlock({ $ref: "#/components/schemas/" + name }, 0));
         box.appendChild(body);

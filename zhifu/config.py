@@ -38,15 +38,19 @@ class Settings:
     """Process-wide settings. Build with :func:`load_settings`."""
 
     home: Path
-    database_url: str
-    ledger_signing_key: str | None
+    # Secrets (and a URL that may hold a password) stay out of repr, so out of logs.
+    database_url: str = field(repr=False)
+    ledger_signing_key: str | None = field(repr=False)
     ledger_signing_key_file: Path
     ledger_verify_keys: tuple[str, ...]
-    api_token: str | None
+    api_token: str | None = field(repr=False)
     log_level: str
     log_format: str
     db_pool_size: int
     group_commit_wait_ms: int
+    # KEY_ID:BASE64 entries: key material, so kept out of repr (and so out of logs).
+    master_keys: str | None = field(repr=False)
+    master_key_file: Path
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -85,4 +89,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         group_commit_wait_ms=_int_env(
             env, "ZHIFU_GROUP_COMMIT_WAIT_MS", 2, 0, GROUP_COMMIT_WAIT_MS_MAX
         ),
+        master_keys=env.get("ZHIFU_MASTER_KEYS") or None,
+        master_key_file=Path(env.get("ZHIFU_MASTER_KEY_FILE") or home / "master-keys"),
     )

@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import click
 
 from zhifu import __version__
 from zhifu.config import ConfigError, Settings, load_settings
+from zhifu.ops.audit import LIST_LIMIT_MAX as AUDIT_LIST_LIMIT_MAX
 from zhifu.runtime import Runtime, build_runtime, tune_gc
 
 
@@ -278,6 +280,109 @@ def ledger_account(account_id: uuid.UUID) -> None:
         "closed": account.closed_ts is not None,
     }
     click.echo(json.dumps(fields, indent=2, ensure_ascii=False))
+
+
+# --- audit --------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The security audit trail: verification, checkpoints and listing."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def audit_verify(as_json: bool) -> None:
+    """Recompute the audit trail's hash chain; exit status 1 on any mismatch.
+
+    Checks: events run from 1 without a gap, each points at its predecessor's
+    hash and its hash matches its content, the chain head is the last event,
+    and every signed checkpoint matches its event and verifies with a trusted
+    key (the ledger's signing key and ZHIFU_LEDGER_VERIFY_KEYS).
+    """
+    from zhifu.ops.audit import count_events
+
+    with _runtime() as runtime:
+        trail = runtime.audit
+        with runtime.engine.connect() as connection:
+            total = count_events(connection)
+        with _progress("verifying audit events", total) as progress:
+            # The same keys sign ledger blocks and audit checkpoints.
+            report = trail.verify(runtime.ledger.trusted_keys, progress)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(
+            f"{report.events} events, head at event {report.head_seq},"
+            f" {report.checkpoints} signed checkpoints"
+        )
+        for check in report.checks:
+            mark = "ok  " if check.ok else "FAIL"
+            click.echo(f"  {mark} {check.name}")
+            for problem in check.problems:
+                click.echo(f"       - {problem}")
+            if check.problem_count > len(check.problems):
+                click.echo(f"       ... and {check.problem_count - len(check.problems)} more")
+        click.echo("audit trail verified" if report.ok else "AUDIT TRAIL VERIFICATION FAILED")
+    sys.exit(0 if report.ok else 1)
+
+
+@audit.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign a checkpoint of the trail's head now (the server does so every minute)."""
+    with _runtime() as runtime:
+        checkpoint = runtime.audit.checkpoint()
+    if checkpoint is None:
+        click.echo("no audit events yet: nothing to sign")
+    else:
+        click.echo(f"checkpoint at event {checkpoint.seq}, signed by key {checkpoint.key_id}")
+
+
+@audit.command("list")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, AUDIT_LIST_LIMIT_MAX),
+    help="How many events to show, newest first.",
+)
+@click.option(
+    "--action",
+    "action_prefix",
+    default=None,
+    metavar="PREFIX",
+    help="Only events whose action starts with PREFIX (e.g. 'ledger.' or 'identity.login').",
+)
+def audit_list(limit: int, action_prefix: str | None) -> None:
+    """Show the newest audit events.
+
+    One line per event: seq, time (UTC), outcome, actor, action, target (or
+    '-') and, when there are any, the details as JSON (secrets redacted).
+    """
+    from zhifu.ops.audit import AuditError
+
+    with _runtime() as runtime:
+        try:
+            events = runtime.audit.list(limit, action_prefix=action_prefix)
+        except AuditError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--action'") from exc
+    if not events:
+        click.echo("no audit events")
+    for event in events:
+        line = (
+            f"{event.seq:>8}  {_utc_text(event.ts)}  {event.outcome:<6}  {event.actor}"
+            f"  {event.action}  {event.target or '-'}"
+        )
+        if event.details_json != "{}":
+            line += f"  {event.details_json}"
+        click.echo(line)
+
+
+def _utc_text(ts_us: int) -> str:
+    """Microseconds since the epoch as ISO 8601 UTC with a 'Z'."""
+    seconds, micros = divmod(ts_us, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 # --- bench --------------------------------------------------------------------------

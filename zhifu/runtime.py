@@ -17,6 +17,7 @@ from zhifu.config import Settings, load_settings
 from zhifu.ledger.group_commit import GroupCommitter
 from zhifu.ledger.service import LedgerService
 from zhifu.ledger.worker import LedgerWorker
+from zhifu.ops.audit import AuditCheckpointer, AuditTrail
 from zhifu.security.service_token import load_service_token
 from zhifu.security.signing import Ed25519Signer, public_key_from_base64
 from zhifu.store.engine import create_db_engine
@@ -59,6 +60,16 @@ class Runtime:
         committer = GroupCommitter(self.ledger, wait_s=self.settings.group_commit_wait_ms / 1000)
         self._closers.append(committer)
         return committer
+
+    @cached_property
+    def audit(self) -> AuditTrail:
+        return AuditTrail(self.engine, self.signer)
+
+    @cached_property
+    def audit_checkpointer(self) -> AuditCheckpointer:
+        checkpointer = AuditCheckpointer(self.audit)
+        self._closers.append(checkpointer)
+        return checkpointer
 
     @cached_property
     def ledger_worker(self) -> LedgerWorker:

@@ -27,7 +27,7 @@ from zhifu.runtime import Runtime, build_runtime
 from zhifu.security.signing import key_id_for, public_key_from_base64
 from zhifu.store import migrate
 
-TOP_LEVEL_COMMANDS = ("serve", "db", "demo", "ledger", "bench", "service-token")
+TOP_LEVEL_COMMANDS = ("serve", "db", "demo", "ledger", "audit", "bench", "service-token")
 BENCH_KEYS = {
     "engine",
     "transfers",

@@ -112,6 +112,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime.service_token  # noqa: B018 - made now, so operators can read it before any call
     if app.state.background:
         runtime.ledger_worker.start()
+        runtime.audit_checkpointer.start()
     try:
         yield
     finally:

@@ -38,6 +38,8 @@ from zhifu.ledger.model import (
     plan_batch,
     validate_account,
 )
+from zhifu.ops.audit import AuditEvent
+from zhifu.ops.audit import record as audit_record
 from zhifu.security.signing import Ed25519Signer, key_id_for
 from zhifu.store.uow import run_in_transaction
 
@@ -81,8 +83,16 @@ class LedgerService:
 
     # -- accounts --
 
-    def create_accounts(self, requests: Sequence[AccountRequest]) -> list[AccountOutcome]:
+    def create_accounts(
+        self,
+        requests: Sequence[AccountRequest],
+        *,
+        audit: Callable[[Sequence[AccountOutcome]], AuditEvent] | None = None,
+    ) -> list[AccountOutcome]:
         """Create accounts; existing ids answer ``exists`` or ``exists_with_different_*``.
+
+        ``audit`` builds the audit event from the outcomes; it is recorded in
+        the same database transaction as the accounts.
 
         Raises:
             BatchEmptyError, BatchTooLargeError: the batch size is out of bounds.
@@ -109,6 +119,8 @@ class LedgerService:
                 outcomes.append(AccountOutcome(index, request.id, result))
             if new:
                 ledger_store.insert_accounts(sql, new, self.clock())
+            if audit is not None:
+                audit_record(connection, audit(outcomes))  # last: it locks the trail's head
             return outcomes
 
         return run_in_transaction(self.engine, work, retry_unique_violation=True)
@@ -126,8 +138,10 @@ class LedgerService:
             raise AccountNotFoundError(f"no ledger account {account_id}")
         return account
 
-    def close_account(self, account_id: uuid.UUID) -> Account:
+    def close_account(self, account_id: uuid.UUID, *, audit: AuditEvent | None = None) -> Account:
         """Close an account with a zero balance and no pending holds.
+
+        ``audit`` is recorded in the same database transaction as the closing.
 
         Raises:
             AccountNotFoundError: no such account.
@@ -153,6 +167,8 @@ class LedgerService:
             ledger_store.close_account(sql, account_id, account.closed_ts)
             if not sql.postgres:
                 ledger_store.bump_generation(sql)  # cached copies of it are now stale
+            if audit is not None:
+                audit_record(connection, audit)  # last: it locks the trail's head
             return account
 
         return run_in_transaction(self.engine, work)

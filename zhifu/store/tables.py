@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -176,4 +177,50 @@ ledger_blocks = Table(
     Column("signature", LargeBinary(64), nullable=False),
     Column("key_id", String(16), nullable=False),
     Column("sealed_ts", BigInteger, nullable=False),
+)
+
+# --- audit trail (zhifu.ops.audit) ----------------------------------------------------
+
+# Append-only, hash-chained security events: seq runs 1, 2, 3, ... without a gap.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", Id128, nullable=False, unique=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(128), nullable=True),
+    Column("outcome", String(8), nullable=False),
+    Column("request_id", String(64), nullable=True),
+    Column("source", String(64), nullable=True),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    CheckConstraint("seq >= 1", name="seq_positive"),
+    CheckConstraint("outcome IN ('ok', 'denied', 'failed')", name="outcome_known"),
+    Index("ix_audit_events_action_seq", "action", "seq"),
+    Index("ix_audit_events_actor_seq", "actor", "seq"),
+)
+
+# The chain's head: one row, locked by every append and moved forward by one.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+    CheckConstraint("seq >= 0", name="seq_non_negative"),
+)
+
+# Signed statements "event seq has this hash", made from time to time.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("ts", BigInteger, nullable=False),
 )

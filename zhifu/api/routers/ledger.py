@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from zhifu import money
 from zhifu.api.deps import RuntimeDep
 from zhifu.api.problems import ProblemError, problem_responses, register_error_mapping
+from zhifu.api.request_context import request_id_of
 from zhifu.api.service_auth import require_service_token
 from zhifu.ledger import errors as ledger_errors
 from zhifu.ledger.group_commit import LedgerOverloadedError, LedgerStoppedError
@@ -42,6 +43,8 @@ from zhifu.ledger.model import (
     TransferRequest,
 )
 from zhifu.ledger.queries import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, TransferQuery
+from zhifu.ledger.service import AccountOutcome
+from zhifu.ops.audit import AuditEvent
 
 register_error_mapping(
     ledger_errors.AccountNotFoundError, 404, "account-not-found", "Account not found"
@@ -60,6 +63,8 @@ register_error_mapping(
 )
 register_error_mapping(LedgerStoppedError, 503, "ledger-unavailable", "Ledger unavailable")
 register_error_mapping(money.MoneyError, 422, "invalid-amount", "Invalid amount")
+
+SERVICE_ACTOR = "service"  # calls made with the service token
 
 router = APIRouter(
     prefix="/v1/ledger",
@@ -359,11 +364,25 @@ class ProofOut(BaseModel):
         )
 
 
+def _audit_event(
+    request: Request, action: str, target: str | None, details: dict[str, Any]
+) -> AuditEvent:
+    """An audit event for a call made with the service token."""
+    return AuditEvent(
+        actor=SERVICE_ACTOR,
+        action=action,
+        target=target,
+        request_id=request_id_of(request.scope),
+        source=request.client.host if request.client else None,
+        details=details,
+    )
+
+
 # --- routes -----------------------------------------------------------------------------
 
 
 @router.post("/accounts", response_model=ResultsOut, summary="Create accounts (batch)")
-async def create_accounts(body: AccountsIn, runtime: RuntimeDep) -> ResultsOut:
+async def create_accounts(body: AccountsIn, runtime: RuntimeDep, request: Request) -> ResultsOut:
     """Create up to 8,190 accounts. An existing id answers ``exists`` (same fields)
     or ``exists_with_different_*``; nothing is ever overwritten."""
     requests = [
@@ -376,7 +395,14 @@ async def create_accounts(body: AccountsIn, runtime: RuntimeDep) -> ResultsOut:
         )
         for a in body.accounts
     ]
-    outcomes = await run_in_threadpool(runtime.ledger.create_accounts, requests)
+
+    def audit(outcomes: Sequence[AccountOutcome]) -> AuditEvent:
+        # Counts only: a batch of 8,190 ids would not fit an audit event's details.
+        created = sum(1 for o in outcomes if o.result == "ok")
+        details = {"requested": len(requests), "created": created}
+        return _audit_event(request, "ledger.accounts.create", None, details)
+
+    outcomes = await run_in_threadpool(runtime.ledger.create_accounts, requests, audit=audit)
     results = [EventResult(index=o.index, id=o.id, result=o.result.value) for o in outcomes]
     return ResultsOut(results=results, ok=sum(1 for o in outcomes if o.result == "ok"))
 
@@ -405,10 +431,11 @@ async def get_account(account_id: uuid.UUID, runtime: RuntimeDep) -> AccountOut:
     summary="Close an account",
     responses=problem_responses(404, 409),
 )
-async def close_account(account_id: uuid.UUID, runtime: RuntimeDep) -> AccountOut:
+async def close_account(account_id: uuid.UUID, runtime: RuntimeDep, request: Request) -> AccountOut:
     """Close an account that holds no balance and no pending holds. Closed
-    accounts refuse new transfers."""
-    account = await run_in_threadpool(runtime.ledger.close_account, account_id)
+    accounts refuse new transfers. The closing is recorded in the audit trail."""
+    event = _audit_event(request, "ledger.account.close", str(account_id), {})
+    account = await run_in_threadpool(runtime.ledger.close_account, account_id, audit=event)
     return AccountOut.of(account)
 
 

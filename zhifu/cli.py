@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
@@ -18,6 +18,7 @@ from zhifu import __version__
 from zhifu.config import ConfigError, Settings, load_settings
 from zhifu.ops.audit import LIST_LIMIT_MAX as AUDIT_LIST_LIMIT_MAX
 from zhifu.runtime import Runtime, build_runtime, tune_gc
+from zhifu.verification import Check
 
 
 def _settings() -> Settings:
@@ -125,6 +126,31 @@ def _prepare_multiprocess_metrics(home: Path) -> None:
     os.environ[MULTIPROC_DIR_ENV] = str(directory)
 
 
+class _Report(Protocol):
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool: ...
+
+    def as_dict(self) -> dict[str, object]: ...
+
+
+def _finish_verification(report: _Report, as_json: bool, summary: str, subject: str) -> None:
+    """Print a verification report (JSON, or a line per check) and exit 0 or 1."""
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(summary)
+        for check in report.checks:
+            click.echo(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}")
+            for problem in check.problems:
+                click.echo(f"       - {problem}")
+            if check.problem_count > len(check.problems):
+                click.echo(f"       ... and {check.problem_count - len(check.problems)} more")
+        click.echo(f"{subject} verified" if report.ok else f"{subject.upper()} VERIFICATION FAILED")
+    sys.exit(0 if report.ok else 1)
+
+
 # --- db -----------------------------------------------------------------------------
 
 
@@ -207,22 +233,11 @@ def ledger_verify(as_json: bool) -> None:
             total = connection.execute(text("SELECT COUNT(*) FROM ledger_transfers")).scalar_one()
         with _progress("verifying transfers", int(total)) as progress:
             report = runtime.ledger.verify(progress)
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        click.echo(
-            f"{report.accounts} accounts, {report.transfers} transfers, {report.batches} batches,"
-            f" {report.blocks} blocks ({report.unsealed_batches} batches waiting to be sealed)"
-        )
-        for check in report.checks:
-            mark = "ok  " if check.ok else "FAIL"
-            click.echo(f"  {mark} {check.name}")
-            for problem in check.problems:
-                click.echo(f"       - {problem}")
-            if check.problem_count > len(check.problems):
-                click.echo(f"       ... and {check.problem_count - len(check.problems)} more")
-        click.echo("ledger verified" if report.ok else "LEDGER VERIFICATION FAILED")
-    sys.exit(0 if report.ok else 1)
+    summary = (
+        f"{report.accounts} accounts, {report.transfers} transfers, {report.batches} batches,"
+        f" {report.blocks} blocks ({report.unsealed_batches} batches waiting to be sealed)"
+    )
+    _finish_verification(report, as_json, summary, "ledger")
 
 
 @ledger.command("seal")
@@ -309,22 +324,11 @@ def audit_verify(as_json: bool) -> None:
         with _progress("verifying audit events", total) as progress:
             # The same keys sign ledger blocks and audit checkpoints.
             report = trail.verify(runtime.ledger.trusted_keys, progress)
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        click.echo(
-            f"{report.events} events, head at event {report.head_seq},"
-            f" {report.checkpoints} signed checkpoints"
-        )
-        for check in report.checks:
-            mark = "ok  " if check.ok else "FAIL"
-            click.echo(f"  {mark} {check.name}")
-            for problem in check.problems:
-                click.echo(f"       - {problem}")
-            if check.problem_count > len(check.problems):
-                click.echo(f"       ... and {check.problem_count - len(check.problems)} more")
-        click.echo("audit trail verified" if report.ok else "AUDIT TRAIL VERIFICATION FAILED")
-    sys.exit(0 if report.ok else 1)
+    summary = (
+        f"{report.events} events, head at event {report.head_seq},"
+        f" {report.checkpoints} signed checkpoints"
+    )
+    _finish_verification(report, as_json, summary, "audit trail")
 
 
 @audit.command("checkpoint")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
@@ -30,25 +30,11 @@ from zhifu.ledger import merkle
 from zhifu.ledger.journal import BLOCK_COLUMNS, GENESIS_PREV_HASH, block_from_row, verify_block
 from zhifu.ledger.model import AccountFlags, TransferFlags, encode_leaf
 from zhifu.ledger.store import ACCOUNT_COLUMNS, TRANSFER_COLUMNS, LedgerSql
+from zhifu.verification import Check, all_ok
 
-PROBLEMS_SHOWN_MAX = 50
 STREAM_CHUNK = 10_000
 
 Progress = Callable[[int], None]
-
-
-@dataclass(slots=True)
-class Check:
-    name: str
-    ok: bool = True
-    problems: list[str] = field(default_factory=list)
-    problem_count: int = 0
-
-    def fail(self, message: str) -> None:
-        self.ok = False
-        self.problem_count += 1
-        if len(self.problems) < PROBLEMS_SHOWN_MAX:
-            self.problems.append(message)
 
 
 @dataclass(slots=True)
@@ -62,7 +48,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return all_ok(self.checks)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -72,15 +58,7 @@ class VerifyReport:
             "batches": self.batches,
             "blocks": self.blocks,
             "unsealed_batches": self.unsealed_batches,
-            "checks": [
-                {
-                    "name": c.name,
-                    "ok": c.ok,
-                    "problem_count": c.problem_count,
-                    "problems": c.problems,
-                }
-                for c in self.checks
-            ],
+            "checks": [c.as_dict() for c in self.checks],
         }
 
 

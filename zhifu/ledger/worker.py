@@ -7,27 +7,17 @@ its hold, so a hold is never expired twice.
 
 from __future__ import annotations
 
-import threading
-
-import structlog
-
 from zhifu.ledger.service import LedgerService
 from zhifu.ops import metrics
+from zhifu.ops.periodic import PeriodicTask
 
 INTERVAL_S_DEFAULT = 0.5
-INTERVAL_S_MIN = 0.01
-
-log = structlog.get_logger("zhifu.ledger.worker")
 
 
 class LedgerWorker:
     def __init__(self, service: LedgerService, *, interval_s: float = INTERVAL_S_DEFAULT):
-        if interval_s < INTERVAL_S_MIN:
-            raise ValueError(f"interval_s must be at least {INTERVAL_S_MIN}")
         self.service = service
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task = PeriodicTask("ledger-worker", self.run_once, interval_s=interval_s)
 
     def run_once(self) -> tuple[int, int]:
         """One round: (blocks sealed, holds expired)."""
@@ -38,22 +28,7 @@ class LedgerWorker:
         return sealed, expired
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="ledger-worker", daemon=True)
-            self._thread.start()
+        self._task.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                sealed, expired = self.run_once()
-            except Exception:
-                log.exception("ledger_upkeep_failed")
-                continue
-            if sealed or expired:
-                log.debug("ledger_upkeep", sealed=sealed, expired=expired)
+        self._task.close()

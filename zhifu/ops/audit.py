@@ -67,7 +67,6 @@ import hashlib
 import json
 import re
 import struct
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -77,12 +76,12 @@ from typing import Any, Final, Literal
 from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 
 from zhifu.ids import uuid7
-from zhifu.ops.logging import get_logger, redact_secrets
+from zhifu.ops.logging import redact_secrets
+from zhifu.ops.periodic import PeriodicTask
 from zhifu.security.signing import Ed25519Signer, verify_signature
 from zhifu.store.tables import audit_checkpoints, audit_events, audit_head
 from zhifu.store.uow import run_in_transaction
-
-_log = get_logger("zhifu.ops.audit")
+from zhifu.verification import Check, all_ok
 
 ACTOR_CHARS_MAX: Final = 128
 ACTION_CHARS_MAX: Final = 64
@@ -92,7 +91,6 @@ SOURCE_CHARS_MAX: Final = 64
 DETAILS_BYTES_MAX: Final = 4096  # of the redacted canonical JSON, UTF-8
 LIST_LIMIT_MAX: Final = 1000
 VERIFY_CHUNK_EVENTS: Final = 5_000
-PROBLEMS_SHOWN_MAX: Final = 50
 TS_MAX: Final = 2**63 - 1
 
 Outcome = Literal["ok", "denied", "failed"]
@@ -479,20 +477,6 @@ def _events_after(
 
 
 @dataclass(slots=True)
-class Check:
-    name: str
-    ok: bool = True
-    problems: builtins.list[str] = field(default_factory=builtins.list)
-    problem_count: int = 0
-
-    def fail(self, message: str) -> None:
-        self.ok = False
-        self.problem_count += 1
-        if len(self.problems) < PROBLEMS_SHOWN_MAX:
-            self.problems.append(message)
-
-
-@dataclass(slots=True)
 class AuditReport:
     """What :func:`verify_trail` found: checks ``chain``, ``head`` and ``checkpoints``."""
 
@@ -504,7 +488,7 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return all_ok(self.checks)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -513,15 +497,7 @@ class AuditReport:
             "checkpoints": self.checkpoints,
             "head_seq": self.head_seq,
             "last_seq": self.last_seq,
-            "checks": [
-                {
-                    "name": c.name,
-                    "ok": c.ok,
-                    "problem_count": c.problem_count,
-                    "problems": c.problems,
-                }
-                for c in self.checks
-            ],
+            "checks": [c.as_dict() for c in self.checks],
         }
 
 
@@ -767,39 +743,22 @@ class AuditTrail:
 
 
 CHECKPOINT_INTERVAL_S_DEFAULT = 60.0
-CHECKPOINT_INTERVAL_S_MIN = 0.01
 
 
 class AuditCheckpointer:
     """Signs a checkpoint of the trail's head every ``interval_s``, in a thread.
 
     Tampering after the newest checkpoint can only be told by the chain itself,
-    so checkpoints are frequent; copy them off the database (see the runbook
-    in docs/operations.md when it exists) to make them evidence.
+    so checkpoints are frequent; copies of them kept off the database make them
+    evidence.
     """
 
     def __init__(self, trail: AuditTrail, *, interval_s: float = CHECKPOINT_INTERVAL_S_DEFAULT):
-        if interval_s < CHECKPOINT_INTERVAL_S_MIN:
-            raise ValueError(f"interval_s must be at least {CHECKPOINT_INTERVAL_S_MIN}")
         self.trail = trail
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task = PeriodicTask("audit-checkpoint", trail.checkpoint, interval_s=interval_s)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="audit-checkpoint", daemon=True)
-            self._thread.start()
+        self._task.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.trail.checkpoint()
-            except Exception:  # noqa: BLE001 - logged loudly; the next round tries again
-                _log.exception("audit_checkpoint_failed")
+        self._task.close()

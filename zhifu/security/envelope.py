@@ -90,12 +90,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
@@ -104,6 +102,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from zhifu.security.secret_files import (
+    SecretFileTooLargeError,
+    create_secret_file,
+    read_secret_file,
+)
 
 if TYPE_CHECKING:
     from zhifu.config import Settings
@@ -122,8 +126,6 @@ TOKEN_BYTES_MAX = TOKEN_OVERHEAD_BYTES + KEY_ID_CHARS_MAX + PLAINTEXT_BYTES_MAX
 BLIND_INDEX_SIZE = 32
 INDEX_KEY_ID = "index"
 FIRST_KEY_ID = "k1"
-KEY_FILE_MODE = 0o600
-KEY_DIR_MODE = 0o700
 KEY_FILE_BYTES_MAX = 16 * 1024  # 64 entries of at most 78 characters, and room for comments
 DECRYPTION_FAILED_MESSAGE = "cannot decrypt: wrong key or context, or the token is damaged"
 ENTRY_FORMAT = f"KEY_ID:BASE64 (the standard base64 of {KEY_SIZE} bytes)"
@@ -206,7 +208,7 @@ class KeyRing:
         try:
             raw = _read_key_file(path)
         except FileNotFoundError:
-            _create_key_file(path, _new_key_file_text())
+            create_secret_file(path, _new_key_file_text().encode("ascii"))
             raw = _read_key_file(path)  # another process may have made it first: its keys win
         source = f"master key file {path}"
         try:
@@ -477,46 +479,9 @@ def _new_key_file_text() -> str:
 
 
 def _read_key_file(path: Path) -> bytes:
-    with path.open("rb") as key_file:
-        raw = key_file.read(KEY_FILE_BYTES_MAX + 1)
-    if len(raw) > KEY_FILE_BYTES_MAX:
+    try:
+        return read_secret_file(path, KEY_FILE_BYTES_MAX)
+    except SecretFileTooLargeError:
         raise KeyRingError(
             f"master key file {path} is malformed: larger than {KEY_FILE_BYTES_MAX} bytes"
-        )
-    return raw
-
-
-def _create_key_file(path: Path, text: str) -> None:
-    """Make ``path`` (mode 0o600) holding ``text``, unless a file is already there.
-
-    The file is complete before it appears (temporary file, fsync, hard link),
-    and ``os.link`` fails rather than replace a file another process made.
-    """
-    path.parent.mkdir(mode=KEY_DIR_MODE, parents=True, exist_ok=True)
-    # mkstemp creates the file with mode 0o600 whatever the umask.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp_file:
-            os.fchmod(tmp_file.fileno(), KEY_FILE_MODE)
-            tmp_file.write(text.encode("ascii"))
-            tmp_file.flush()
-            os.fsync(tmp_file.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp_name, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the new name durable; some platforms cannot open a directory, which is fine."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        ) from None

@@ -7,14 +7,15 @@ API is never open by default.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from zhifu.config import Settings
+from zhifu.security.secret_files import create_secret_file, read_secret_file
 
 TOKEN_FILE_NAME = "api-token"  # noqa: S105 - a file name, not a secret
 TOKEN_BYTES = 32
+TOKEN_FILE_BYTES_MAX = 1024
 
 
 def load_service_token(settings: Settings) -> str:
@@ -23,19 +24,11 @@ def load_service_token(settings: Settings) -> str:
         return settings.api_token
     path = settings.home / TOKEN_FILE_NAME
     try:
-        return path.read_text(encoding="ascii").strip()
+        return _read(path)
     except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(token + "\n")
-    try:
-        os.link(temporary, path)  # fails if another process made one first
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink(missing_ok=True)
-    return Path(path).read_text(encoding="ascii").strip()
+        create_secret_file(path, (secrets.token_urlsafe(TOKEN_BYTES) + "\n").encode("ascii"))
+        return _read(path)  # another process may have made it first: its token wins
+
+
+def _read(path: Path) -> str:
+    return read_secret_file(path, TOKEN_FILE_BYTES_MAX).decode("ascii").strip()

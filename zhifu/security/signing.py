@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -28,12 +25,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from zhifu.security.secret_files import (
+    SecretFileTooLargeError,
+    create_secret_file,
+    read_secret_file,
+)
+
 SEED_SIZE = 32
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 KEY_ID_HEX_CHARS = 16
-KEY_FILE_MODE = 0o600
-KEY_DIR_MODE = 0o700
 KEY_FILE_BYTES_MAX = 1024  # a base64 seed is 44 characters; anything far bigger is not a key
 
 
@@ -76,17 +77,19 @@ class Ed25519Signer:
     def load_or_create(cls, path: Path) -> Ed25519Signer:
         """The signer whose base64 seed is in ``path``, creating the file if it is absent.
 
-        A new file gets a fresh key, mode 0o600, missing parent directories
-        (0o700), and is written atomically (temporary file, then
-        ``os.replace``). Raises SigningKeyError naming ``path``, but not its
-        content, if the file exists and does not hold a valid seed.
+        A new file gets a fresh key and is made by
+        :func:`zhifu.security.secret_files.create_secret_file` (mode 0o600,
+        complete before it appears, never replacing another process's file).
+        Raises SigningKeyError naming ``path``, but not its content, if the
+        file exists and does not hold a valid seed.
         """
         try:
             raw = _read_key_file(path)
         except FileNotFoundError:
             signer = cls.generate()
-            _write_key_file(path, signer.seed_base64())
-            return signer
+            if create_secret_file(path, signer.seed_base64().encode("ascii") + b"\n"):
+                return signer
+            raw = _read_key_file(path)  # another process made it first: its key wins
         try:
             return cls.from_base64(raw.decode("ascii"))
         except (UnicodeDecodeError, SigningKeyError):
@@ -175,42 +178,9 @@ def _decode_base64(text: str, size: int, what: str) -> bytes:
 
 
 def _read_key_file(path: Path) -> bytes:
-    with path.open("rb") as key_file:
-        raw = key_file.read(KEY_FILE_BYTES_MAX + 1)
-    if len(raw) > KEY_FILE_BYTES_MAX:
+    try:
+        return read_secret_file(path, KEY_FILE_BYTES_MAX)
+    except SecretFileTooLargeError:
         raise SigningKeyError(
             f"signing key file {path} is malformed: larger than {KEY_FILE_BYTES_MAX} bytes"
-        )
-    return raw
-
-
-def _write_key_file(path: Path, seed_base64: str) -> None:
-    """Write the file atomically with mode 0o600; a crash leaves no partial key file."""
-    path.parent.mkdir(mode=KEY_DIR_MODE, parents=True, exist_ok=True)
-    # mkstemp creates the file with mode 0o600 whatever the umask.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp_file:
-            os.fchmod(tmp_file.fileno(), KEY_FILE_MODE)
-            tmp_file.write(seed_base64.encode("ascii") + b"\n")
-            tmp_file.flush()
-            os.fsync(tmp_file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; some platforms cannot open a directory, which is fine."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        ) from None

@@ -51,7 +51,6 @@ class Settings:
     # KEY_ID:BASE64 entries: key material, so kept out of repr (and so out of logs).
     master_keys: str | None = field(repr=False)
     master_key_file: Path
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:

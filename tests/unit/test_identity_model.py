@@ -142,11 +142,16 @@ def test_other_scripts_digits_are_not_digits() -> None:
 
 
 @pytest.mark.parametrize(
-    "province", ["00", "10", "16", "20", "30", "38", "47", "55", "72", "83", "99"]
+    "province", ["00", "10", "16", "20", "30", "38", "47", "55", "72", "84", "99"]
 )
 def test_unknown_province_is_rejected(province: str) -> None:
     message = rejected_id(with_check(province + "010519491231002"), ResidentIdRule.REGION)
     assert f"'{province}' is not a province code of GB/T 2260" in message
+
+
+def test_residence_permits_of_taiwan_hong_kong_and_macao_residents_are_accepted() -> None:
+    for prefix in ("830000", "810000", "820000"):
+        assert parse(with_check(prefix + "19900101002")).region_code == prefix
 
 
 def test_county_code_is_not_checked() -> None:

@@ -82,6 +82,9 @@ PROVINCES: Final[dict[str, tuple[str, str]]] = {
     "71": ("台湾省", "Taiwan"),
     "81": ("香港特别行政区", "Hong Kong"),
     "82": ("澳门特别行政区", "Macao"),
+    # Not a province: the residence permits of Taiwan residents on the mainland
+    # are numbered 830000... (the Hong Kong and Macao ones use 81 and 82).
+    "83": ("台湾居民居住证", "Taiwan residents (residence permit)"),
 }
 
 _DIGITS: Final = frozenset("0123456789")

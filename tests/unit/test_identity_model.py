@@ -110,9 +110,9 @@ def test_lower_case_x_is_normalised_and_whitespace_and_full_width_are_read() -> 
     assert parse(full_width).number == "11010519491231002X"
 
 
-def test_province_table_is_gb_t_2260() -> None:
+def test_province_table_is_gb_t_2260_plus_the_taiwan_residence_permit() -> None:
     ranges: tuple[range, ...] = (range(11, 16), range(21, 24), range(31, 38), range(41, 47))
-    ranges += (range(50, 55), range(61, 66), range(71, 72), range(81, 83))
+    ranges += (range(50, 55), range(61, 66), range(71, 72), range(81, 84))
     expected = [code for r in ranges for code in r]
     assert sorted(int(code) for code in PROVINCES) == expected
     assert PROVINCES["54"][0] == "西藏自治区"

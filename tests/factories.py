@@ -18,6 +18,15 @@ BANK_CODE = 1
 CUSTOMER_CODE = 2
 TRANSFER_CODE = 10
 CUSTOMER_FLAGS = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+# Flag values as plain ints, the way the store hands them to the planner.
+DEPOSIT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+LOAN = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+HISTORY = int(AccountFlags.HISTORY)
+LINKED = int(TransferFlags.LINKED)
+PENDING = int(TransferFlags.PENDING)
+POST = int(TransferFlags.POST_PENDING)
+VOID = int(TransferFlags.VOID_PENDING)
+EXPIRY = int(TransferFlags.EXPIRY)
 
 
 def new_id() -> uuid.UUID:

@@ -17,7 +17,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from factories import CUSTOMER_CODE, TRANSFER_CODE, linked, new_id, pending, post, transfer, void
+from factories import (
+    CUSTOMER_CODE,
+    DEPOSIT,
+    EXPIRY,
+    HISTORY,
+    LINKED,
+    LOAN,
+    PENDING,
+    POST,
+    TRANSFER_CODE,
+    VOID,
+    linked,
+    new_id,
+    pending,
+    post,
+    transfer,
+    void,
+)
 
 from zhifu.ledger import merkle
 from zhifu.ledger.model import (
@@ -30,7 +47,6 @@ from zhifu.ledger.model import (
     TIMEOUT_S_MAX,
     US_PER_S,
     Account,
-    AccountFlags,
     AccountRequest,
     AccountResult,
     BatchPlan,
@@ -39,7 +55,6 @@ from zhifu.ledger.model import (
     Resolution,
     Result,
     Transfer,
-    TransferFlags,
     TransferRequest,
     encode_leaf,
     expiry_transfer_id,
@@ -51,14 +66,6 @@ from zhifu.ledger.model import (
 NOW = 1_700_000_000_000_000  # µs
 BATCH_ID = uuid.UUID("0193a000-0000-7000-8000-00000000000b")
 EARLIER_BATCH_ID = uuid.UUID("0193a000-0000-7000-8000-00000000000a")
-DEPOSIT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
-LOAN = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
-HISTORY = int(AccountFlags.HISTORY)
-LINKED = int(TransferFlags.LINKED)
-PENDING = int(TransferFlags.PENDING)
-POST = int(TransferFlags.POST_PENDING)
-VOID = int(TransferFlags.VOID_PENDING)
-EXPIRY = int(TransferFlags.EXPIRY)
 ALICE_FUNDS = 1_000
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from factories import new_id
+from factories import DEPOSIT, EXPIRY, HISTORY, LINKED, LOAN, PENDING, POST, VOID, new_id
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,12 +29,10 @@ from zhifu.ledger.model import (
     TIMEOUT_S_MAX,
     US_PER_S,
     Account,
-    AccountFlags,
     BatchPlan,
     BatchState,
     Result,
     Transfer,
-    TransferFlags,
     TransferRequest,
     encode_leaf,
     expiry_transfer_id,
@@ -43,14 +41,6 @@ from zhifu.ledger.model import (
 )
 
 NOW = 1_700_000_000_000_000
-DEPOSIT = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
-LOAN = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
-HISTORY = int(AccountFlags.HISTORY)
-LINKED = int(TransferFlags.LINKED)
-PENDING = int(TransferFlags.PENDING)
-POST = int(TransferFlags.POST_PENDING)
-VOID = int(TransferFlags.VOID_PENDING)
-EXPIRY = int(TransferFlags.EXPIRY)
 CODE = 10
 CUSTOMER_FLAGS = [0, DEPOSIT, LOAN, HISTORY, DEPOSIT | HISTORY, LOAN | HISTORY]
 ODD_AMOUNTS = [None, 0, -1, AMOUNT_MAX, AMOUNT_MAX + 1, 2**64]

@@ -86,6 +86,7 @@ from zhifu.verification import Check, all_ok
 ACTOR_CHARS_MAX: Final = 128
 ACTION_CHARS_MAX: Final = 64
 TARGET_CHARS_MAX: Final = 128
+ROLE_CHARS_MAX: Final = 32
 REQUEST_ID_CHARS_MAX: Final = 64
 SOURCE_CHARS_MAX: Final = 64
 DETAILS_BYTES_MAX: Final = 4096  # of the redacted canonical JSON, UTF-8
@@ -193,6 +194,7 @@ class AuditEvent:
     action: str
     outcome: Outcome = "ok"
     target: str | None = None
+    role: str | None = None
     request_id: str | None = None
     source: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
@@ -206,6 +208,7 @@ class AuditEvent:
         if self.outcome not in OUTCOMES:
             raise AuditError(f"outcome must be one of {', '.join(OUTCOMES)}, got {self.outcome!r}")
         _check_text("target", self.target, TARGET_CHARS_MAX, optional=True)
+        _check_text("role", self.role, ROLE_CHARS_MAX, optional=True)
         _check_text("request_id", self.request_id, REQUEST_ID_CHARS_MAX, optional=True)
         _check_text("source", self.source, SOURCE_CHARS_MAX, optional=True)
         if not isinstance(self.id, uuid.UUID):
@@ -235,6 +238,7 @@ class AuditRecord:
     details_json: str
     prev_hash: bytes
     hash: bytes
+    role: str | None = None
 
     @property
     def details(self) -> dict[str, Any]:
@@ -247,6 +251,7 @@ class AuditRecord:
             "id": str(self.id),
             "ts": self.ts,
             "actor": self.actor,
+            "role": self.role,
             "action": self.action,
             "target": self.target,
             "outcome": self.outcome,
@@ -259,21 +264,26 @@ class AuditRecord:
 
 
 def canonical_bytes(seq: int, event: AuditEvent | AuditRecord) -> bytes:
-    """The hashed form of an event at ``seq``: canonical JSON of every field, UTF-8."""
-    return canonical_json(
-        {
-            "seq": seq,
-            "id": str(event.id),
-            "ts": event.ts,
-            "actor": event.actor,
-            "action": event.action,
-            "target": event.target,
-            "outcome": event.outcome,
-            "request_id": event.request_id,
-            "source": event.source,
-            "details": event.details_json,
-        }
-    ).encode("utf-8")
+    """The hashed form of an event at ``seq``: canonical JSON of every field, UTF-8.
+
+    ``role`` (added in migration 0004) is hashed only when present, so events
+    recorded before it existed keep their hashes.
+    """
+    fields: dict[str, Any] = {
+        "seq": seq,
+        "id": str(event.id),
+        "ts": event.ts,
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "outcome": event.outcome,
+        "request_id": event.request_id,
+        "source": event.source,
+        "details": event.details_json,
+    }
+    if event.role is not None:
+        fields["role"] = event.role
+    return canonical_json(fields).encode("utf-8")
 
 
 def event_hash(prev_hash: bytes, seq: int, event: AuditEvent | AuditRecord) -> bytes:
@@ -320,6 +330,7 @@ _EVENT_COLUMNS = (
     audit_events.c.details,
     audit_events.c.prev_hash,
     audit_events.c.hash,
+    audit_events.c.role,
 )
 _CHECKPOINT_COLUMNS = (
     audit_checkpoints.c.seq,
@@ -344,6 +355,7 @@ def _record_from_row(row: Any) -> AuditRecord:
         details_json=row.details,
         prev_hash=bytes(row.prev_hash),
         hash=bytes(row.hash),
+        role=row.role,
     )
 
 
@@ -400,6 +412,7 @@ def record(connection: Connection, event: AuditEvent) -> AuditRecord:
             details=event.details_json,
             prev_hash=prev_hash,
             hash=digest,
+            role=event.role,
         )
     )
     connection.execute(
@@ -418,6 +431,7 @@ def record(connection: Connection, event: AuditEvent) -> AuditRecord:
         details_json=event.details_json,
         prev_hash=prev_hash,
         hash=digest,
+        role=event.role,
     )
 
 
@@ -426,13 +440,21 @@ def list_events(
     limit: int,
     action_prefix: str | None = None,
     before_seq: int | None = None,
+    *,
+    actor: str | None = None,
+    target: str | None = None,
+    since_ts: int | None = None,
+    until_ts: int | None = None,
 ) -> builtins.list[AuditRecord]:
     """Events newest first: at most ``limit``, optionally only actions starting with
-    ``action_prefix`` and only events before ``before_seq`` (the next page).
+    ``action_prefix``, only events before ``before_seq`` (the next page), of one
+    ``actor``, about one ``target``, and recorded at ``since_ts <= ts < until_ts``
+    (microseconds).
 
     Raises:
         AuditError: ``limit`` is not 1 to ``LIST_LIMIT_MAX``, ``action_prefix``
-            could not start an action, or ``before_seq`` is below 1.
+            could not start an action, ``before_seq`` is below 1, or a filter
+            is past its limit.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT_MAX:
         raise AuditError(f"limit must be 1 to {LIST_LIMIT_MAX}, got {limit!r}")
@@ -450,6 +472,21 @@ def list_events(
         if isinstance(before_seq, bool) or not isinstance(before_seq, int) or before_seq < 1:
             raise AuditError(f"before_seq must be a positive integer, got {before_seq!r}")
         query = query.where(audit_events.c.seq < before_seq)
+    if actor is not None:
+        _check_text("actor", actor, ACTOR_CHARS_MAX, optional=False)
+        query = query.where(audit_events.c.actor == actor)
+    if target is not None:
+        _check_text("target", target, TARGET_CHARS_MAX, optional=False)
+        query = query.where(audit_events.c.target == target)
+    for name, bound in (("since_ts", since_ts), ("until_ts", until_ts)):
+        if bound is not None and (
+            isinstance(bound, bool) or not isinstance(bound, int) or not 0 <= bound <= TS_MAX
+        ):
+            raise AuditError(f"{name} must be microseconds since the Unix epoch, got {bound!r}")
+    if since_ts is not None:
+        query = query.where(audit_events.c.ts >= since_ts)
+    if until_ts is not None:
+        query = query.where(audit_events.c.ts < until_ts)
     return [_record_from_row(row) for row in connection.execute(query)]
 
 
@@ -732,12 +769,17 @@ class AuditTrail:
                 return verify_trail(connection, trusted_keys, progress)
 
     def list(
-        self, limit: int, action_prefix: str | None = None, before_seq: int | None = None
+        self,
+        limit: int,
+        action_prefix: str | None = None,
+        before_seq: int | None = None,
+        **filters: Any,
     ) -> builtins.list[AuditRecord]:
-        """Events newest first (see :func:`list_events`); raises AuditError on bad arguments."""
+        """Events newest first (see :func:`list_events` for ``filters``: actor,
+        target, since_ts, until_ts); raises AuditError on bad arguments."""
         return run_in_transaction(
             self.engine,
-            lambda connection: list_events(connection, limit, action_prefix, before_seq),
+            lambda connection: list_events(connection, limit, action_prefix, before_seq, **filters),
             write=False,
         )
 

@@ -197,10 +197,14 @@ audit_events = Table(
     Column("details", Text, nullable=False),
     Column("prev_hash", LargeBinary(32), nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
+    # Added by 0004: the actor's role when the event was recorded.
+    Column("role", String(32), nullable=True),
     CheckConstraint("seq >= 1", name="seq_positive"),
     CheckConstraint("outcome IN ('ok', 'denied', 'failed')", name="outcome_known"),
     Index("ix_audit_events_action_seq", "action", "seq"),
     Index("ix_audit_events_actor_seq", "actor", "seq"),
+    Index("ix_audit_events_target_seq", "target", "seq"),
+    Index("ix_audit_events_ts", "ts"),
 )
 
 # The chain's head: one row, locked by every append and moved forward by one.
@@ -223,4 +227,248 @@ audit_checkpoints = Table(
     Column("signature", LargeBinary(64), nullable=False),
     Column("key_id", String(16), nullable=False),
     Column("ts", BigInteger, nullable=False),
+)
+
+# --- identity (zhifu.identity) ---------------------------------------------------------
+#
+# Personal data is stored only as envelope-encryption tokens (``*_enc``, see
+# zhifu.security.envelope) with the master key id of the row in ``pii_key_id``;
+# look-ups go through blind indexes (``*_index``, HMAC-SHA256). A subject is a
+# customer or a staff member: ``subject_kind`` ('customer' | 'staff') and
+# ``subject_id``.
+
+SUBJECT_KINDS_SQL = "subject_kind IN ('customer', 'staff')"
+
+identity_customers = Table(
+    "identity_customers",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("name_enc", LargeBinary, nullable=False),
+    Column("resident_id_enc", LargeBinary, nullable=False),
+    Column("resident_id_index", LargeBinary(32), nullable=False, unique=True),
+    Column("mobile_enc", LargeBinary, nullable=False),
+    Column("mobile_index", LargeBinary(32), nullable=False, unique=True),
+    Column("email_enc", LargeBinary, nullable=False),
+    Column("email_index", LargeBinary(32), nullable=False, unique=True),
+    Column("pii_key_id", String(32), nullable=False, index=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("password_changed_ts", BigInteger, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    CheckConstraint("status IN ('active', 'disabled')", name="status_known"),
+)
+
+identity_staff = Table(
+    "identity_staff",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("username", String(32), nullable=False, unique=True),
+    Column("name_enc", LargeBinary, nullable=False),
+    Column("pii_key_id", String(32), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("password_changed_ts", BigInteger, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    CheckConstraint("status IN ('active', 'disabled')", name="status_known"),
+)
+
+identity_staff_roles = Table(
+    "identity_staff_roles",
+    metadata,
+    Column("staff_id", Id128, ForeignKey("identity_staff.id"), primary_key=True),
+    Column("role", String(32), primary_key=True),
+    Column("granted_ts", BigInteger, nullable=False),
+    Column("granted_by", String(128), nullable=False),
+    Column("approved_by", String(128), nullable=True),
+)
+
+identity_sessions = Table(
+    "identity_sessions",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("subject_kind", String(8), nullable=False),
+    Column("subject_id", Id128, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("last_seen_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Column("revoked_ts", BigInteger, nullable=True),
+    Column("revoke_reason", String(32), nullable=True),
+    Column("auth_methods", String(64), nullable=False),
+    Column("step_up_ts", BigInteger, nullable=True),
+    Column("step_up_methods", String(64), nullable=True),
+    Column("browser_id", Id128, nullable=True),
+    Column("device_id", Id128, nullable=True),
+    Column("user_agent", String(256), nullable=True),
+    Column("source", String(64), nullable=True),
+    CheckConstraint(SUBJECT_KINDS_SQL, name="subject_kind_known"),
+    Index("ix_identity_sessions_subject", "subject_kind", "subject_id"),
+)
+
+# Browsers that completed a login for a subject ("device cookies"): a login
+# from one of them is not a "new browser" and passes the per-account throttle.
+identity_browsers = Table(
+    "identity_browsers",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("subject_kind", String(8), nullable=False),
+    Column("subject_id", Id128, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("last_seen_ts", BigInteger, nullable=False),
+    CheckConstraint(SUBJECT_KINDS_SQL, name="subject_kind_known"),
+    Index("ix_identity_browsers_subject", "subject_kind", "subject_id"),
+)
+
+identity_totp = Table(
+    "identity_totp",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("subject_kind", String(8), nullable=False),
+    Column("subject_id", Id128, nullable=False),
+    Column("secret_enc", LargeBinary, nullable=False),
+    Column("pii_key_id", String(32), nullable=False, index=True),
+    Column("confirmed_ts", BigInteger, nullable=True),
+    Column("last_used_step", BigInteger, nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    CheckConstraint(SUBJECT_KINDS_SQL, name="subject_kind_known"),
+    UniqueConstraint("subject_kind", "subject_id"),
+)
+
+identity_recovery_codes = Table(
+    "identity_recovery_codes",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("subject_kind", String(8), nullable=False),
+    Column("subject_id", Id128, nullable=False),
+    Column("code_hash", LargeBinary(32), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("used_ts", BigInteger, nullable=True),
+    CheckConstraint(SUBJECT_KINDS_SQL, name="subject_kind_known"),
+    UniqueConstraint("subject_kind", "subject_id", "code_hash"),
+)
+
+identity_passkeys = Table(
+    "identity_passkeys",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("subject_kind", String(8), nullable=False),
+    Column("subject_id", Id128, nullable=False),
+    Column("credential_id", LargeBinary(1023), nullable=False, unique=True),
+    Column("public_key", LargeBinary(1024), nullable=False),
+    Column("sign_count", BigInteger, nullable=False),
+    Column("aaguid", String(36), nullable=False),
+    Column("backed_up", Integer, nullable=False),
+    Column("transports", String(128), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("last_used_ts", BigInteger, nullable=True),
+    CheckConstraint(SUBJECT_KINDS_SQL, name="subject_kind_known"),
+    Index("ix_identity_passkeys_subject", "subject_kind", "subject_id"),
+)
+
+# A customer's phone: it holds an Ed25519 private key and approves QR challenges.
+identity_devices = Table(
+    "identity_devices",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("customer_id", Id128, ForeignKey("identity_customers.id"), nullable=False),
+    Column("public_key", LargeBinary(32), nullable=False, unique=True),
+    Column("name", String(64), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("last_used_ts", BigInteger, nullable=True),
+    Column("revoked_ts", BigInteger, nullable=True),
+    Index("ix_identity_devices_customer_id", "customer_id"),
+)
+
+# One-time challenges: MFA login tickets, QR confirmations, WebAuthn ceremonies.
+identity_challenges = Table(
+    "identity_challenges",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("kind", String(24), nullable=False),
+    Column("subject_kind", String(8), nullable=True),
+    Column("subject_id", Id128, nullable=True),
+    Column("secret_hash", LargeBinary(32), nullable=True, unique=True),
+    Column("action", String(64), nullable=True),
+    Column("binding", LargeBinary(32), nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("session_id", Id128, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("device_id", Id128, nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Column("decided_ts", BigInteger, nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'approved', 'rejected', 'consumed')", name="status_known"
+    ),
+    Index("ix_identity_challenges_expires_ts", "expires_ts"),
+)
+
+# Failed-login counters per account, per source address and per pair.
+identity_throttle = Table(
+    "identity_throttle",
+    metadata,
+    Column("key", LargeBinary(32), primary_key=True),
+    Column("scope", String(8), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_ts", BigInteger, nullable=False),
+    Column("blocked_until_ts", BigInteger, nullable=False),
+    CheckConstraint("scope IN ('account', 'source', 'pair')", name="scope_known"),
+    Index("ix_identity_throttle_last_failure_ts", "last_failure_ts"),
+)
+
+# API keys of partners (merchants, wallet platforms) that sign their requests.
+identity_partner_keys = Table(
+    "identity_partner_keys",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("key_id", String(64), nullable=False, unique=True),
+    Column("partner_name", String(128), nullable=False),
+    Column("algorithm", String(16), nullable=False),
+    Column("secret_enc", LargeBinary, nullable=True),
+    Column("public_key", LargeBinary(32), nullable=True),
+    Column("pii_key_id", String(32), nullable=False, index=True),
+    Column("scopes", String(256), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("revoked_ts", BigInteger, nullable=True),
+    CheckConstraint("algorithm IN ('hmac-sha256', 'ed25519')", name="algorithm_known"),
+)
+
+identity_partner_nonces = Table(
+    "identity_partner_nonces",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_ts", BigInteger, nullable=False),
+    Index("ix_identity_partner_nonces_expires_ts", "expires_ts"),
+)
+
+# Maker-checker: a sensitive change waits here until a second admin decides.
+identity_approvals = Table(
+    "identity_approvals",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(128), nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("maker", String(128), nullable=False),
+    Column("maker_name", String(64), nullable=False),
+    Column("checker", String(128), nullable=True),
+    Column("checker_name", String(64), nullable=True),
+    Column("reason", String(512), nullable=True),
+    Column("result", Text, nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Column("decided_ts", BigInteger, nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'approved', 'rejected', 'expired', 'failed')", name="status_known"
+    ),
+    CheckConstraint("checker IS NULL OR checker <> maker", name="four_eyes"),
+    Index("ix_identity_approvals_status_created_ts", "status", "created_ts"),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -16,8 +17,11 @@ import click
 
 from zhifu import __version__
 from zhifu.config import ConfigError, Settings, load_settings
+from zhifu.identity.access import Role
 from zhifu.ops.audit import LIST_LIMIT_MAX as AUDIT_LIST_LIMIT_MAX
 from zhifu.runtime import Runtime, build_runtime, tune_gc
+from zhifu.security.envelope import KeyRing
+from zhifu.security.rotation import CHUNK_ROWS_DEFAULT, CHUNK_ROWS_MAX, EncryptedColumns
 from zhifu.verification import Check
 
 
@@ -74,6 +78,8 @@ def main() -> None:
 
 # --- serve --------------------------------------------------------------------------
 
+_TLS_FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
+
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -85,17 +91,42 @@ def main() -> None:
     type=click.IntRange(1, 64),
     help="Server processes (use PostgreSQL for more than one writer at scale).",
 )
-def serve(host: str, port: int, workers: int) -> None:
-    """Serve the HTTP API (and its docs at /docs)."""
+@click.option(
+    "--tls-cert",
+    envvar="ZHIFU_TLS_CERT",
+    show_envvar=True,
+    type=_TLS_FILE,
+    help="PEM certificate (chain) to serve https with; needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    envvar="ZHIFU_TLS_KEY",
+    show_envvar=True,
+    type=_TLS_FILE,
+    help="Unencrypted PEM private key of --tls-cert.",
+)
+def serve(host: str, port: int, workers: int, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Serve the HTTP API (and its docs at /docs).
+
+    Plain http, or https with --tls-cert and --tls-key (both, or neither).
+    """
     import uvicorn
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError(
+            "--tls-cert and --tls-key (ZHIFU_TLS_CERT, ZHIFU_TLS_KEY) go together:"
+            " give both to serve https, or neither to serve plain http"
+        )
+    if tls_cert is not None and tls_key is not None:
+        _check_tls_files(tls_cert, tls_key)
     with _runtime() as runtime:
         pass  # settings valid, database reachable and migrated, before any worker starts
     if workers > 1:
         _prepare_multiprocess_metrics(runtime.settings.home)
 
-    click.echo(f"zhifu {__version__} serving on http://{host}:{port}")
-    click.echo(f"  API docs: http://{host}:{port}/docs")
+    scheme = "http" if tls_cert is None else "https"
+    click.echo(f"zhifu {__version__} serving on {scheme}://{host}:{port}")
+    click.echo(f"  API docs: {scheme}://{host}:{port}/docs")
     click.echo("  internal API token: run 'zhifu service-token'")
     uvicorn.run(
         "zhifu.api.app:create_app_from_env",
@@ -105,7 +136,30 @@ def serve(host: str, port: int, workers: int) -> None:
         workers=workers,
         log_config=None,
         access_log=False,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
     )
+
+
+def _check_tls_files(cert: Path, key: Path) -> None:
+    """Load the pair once now, so a bad file is a clear message, not a worker's traceback."""
+    import ssl
+
+    def encrypted_key() -> str:
+        raise click.UsageError(
+            f"--tls-key {key} is encrypted; zhifu needs an unencrypted key file"
+            " (protect it with mode 0600 instead)"
+        )
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cert, key, password=encrypted_key
+        )
+    except (ssl.SSLError, OSError) as exc:
+        raise click.UsageError(
+            f"cannot serve https with certificate {cert} and key {key}: they must be a PEM"
+            f" certificate and its matching unencrypted PEM private key ({exc})"
+        ) from exc
 
 
 @main.command("service-token")
@@ -387,6 +441,209 @@ def _utc_text(ts_us: int) -> str:
     seconds, micros = divmod(ts_us, 1_000_000)
     moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=micros)
     return moment.isoformat().replace("+00:00", "Z")
+
+
+# --- keys ---------------------------------------------------------------------------
+
+# Modules that register their encrypted columns (zhifu.security.rotation.register)
+# when imported. One that does not exist yet is skipped; any other import error is not.
+ENCRYPTED_COLUMN_OWNERS = ("zhifu.identity.store",)
+
+
+def _encrypted_columns() -> list[EncryptedColumns]:
+    from zhifu.security.rotation import ENCRYPTED_COLUMNS
+
+    for name in ENCRYPTED_COLUMN_OWNERS:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return list(ENCRYPTED_COLUMNS)
+
+
+def _keyring(runtime: Runtime) -> KeyRing:
+    """The runtime's key ring; a malformed key setting or file is a usage error."""
+    from zhifu.security.envelope import KeyRingError
+
+    try:
+        return runtime.keyring
+    except KeyRingError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@main.group()
+def keys() -> None:
+    """Master keys of field encryption: status, new entries, rotation.
+
+    The ring is ZHIFU_MASTER_KEYS, else the key file ZHIFU_MASTER_KEY_FILE; the
+    rotation procedure is in docs/configuration.md.
+    """
+
+
+@keys.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def keys_status(as_json: bool) -> None:
+    """Show the active key, the ring's key ids and the rows under each key per table.
+
+    A key id that rows use but the ring does not hold is flagged: those values
+    cannot be read until the key is restored.
+    """
+    from zhifu.security.rotation import key_usage, rows_under_other_keys
+
+    with _runtime() as runtime:
+        ring = _keyring(runtime)
+        usage = key_usage(runtime.engine, _encrypted_columns())
+    old_rows = sum(rows_under_other_keys(usage, ring.active_key_id).values())
+    missing = sorted({key_id for counts in usage.values() for key_id in counts} - set(ring.key_ids))
+    if as_json:
+        status = {
+            "active_key_id": ring.active_key_id,
+            "key_ids": list(ring.key_ids),
+            "usage": usage,
+            "rows_under_old_keys": old_rows,
+            "missing_key_ids": missing,
+        }
+        click.echo(json.dumps(status, indent=2))
+        return
+    click.echo(f"active key: {ring.active_key_id}")
+    click.echo(f"key ids:    {', '.join(ring.key_ids)}")
+    if not usage:
+        click.echo("no encrypted tables are registered")
+    for table, counts in usage.items():
+        shown = [f"{k}: {n}{' (NOT IN THE RING)' * (k in missing)}" for k, n in counts.items()]
+        click.echo(f"  {table}: {', '.join(shown) or 'no rows'}")
+    advice = ": run 'zhifu keys rotate'" if old_rows else ""
+    click.echo(f"rows under older keys: {old_rows}{advice}")
+
+
+@keys.command("rotate")
+@click.option(
+    "--chunk-rows",
+    default=CHUNK_ROWS_DEFAULT,
+    show_default=True,
+    type=click.IntRange(1, CHUNK_ROWS_MAX),
+    help="Rows re-encrypted per write transaction.",
+)
+def keys_rotate(chunk_rows: int) -> None:
+    """Re-encrypt every encrypted value under the active key, while the service runs.
+
+    Rows under other keys are rewritten in short transactions with a
+    compare-and-set, so concurrent writes are never lost; running it again
+    resumes. Exit status 1 when a value does not decrypt with the ring.
+    """
+    from zhifu.security.rotation import RotationError, key_usage, rotate, rows_under_other_keys
+
+    with _runtime() as runtime:
+        ring = _keyring(runtime)
+        specs = _encrypted_columns()
+        usage = key_usage(runtime.engine, specs)
+        total = sum(rows_under_other_keys(usage, ring.active_key_id).values())
+        with _progress(f"re-encrypting under {ring.active_key_id}", total) as progress:
+            try:
+                report = rotate(
+                    runtime.engine, ring, specs, chunk_rows=chunk_rows, progress=progress
+                )
+            except RotationError as exc:
+                raise click.ClickException(str(exc)) from exc
+    click.echo(f"active key: {report.active_key_id}")
+    for table, count in report.rows_rewritten.items():
+        click.echo(f"  {table}: {count} rows re-encrypted")
+    if report.remaining:
+        left = ", ".join(f"{key_id}: {count}" for key_id, count in report.remaining.items())
+        click.echo(f"rows written under older keys meanwhile: {left}; run it again")
+    else:
+        click.echo("no row is left under an older key")
+
+
+@keys.command("new")
+@click.argument("key_id")
+def keys_new(key_id: str) -> None:
+    """Print a new KEY_ID:BASE64 entry with a fresh random key (a secret).
+
+    The entry alone goes to stdout and the instruction to stderr, so the entry
+    can be piped. KEY_ID is 1 to 32 characters of A-Z, a-z, 0-9, '_' and '-'.
+    """
+    from zhifu.security.envelope import INDEX_KEY_ID, KeyRingError, generate_key_entry
+
+    try:
+        entry = generate_key_entry(key_id)
+    except KeyRingError as exc:
+        raise click.BadParameter(str(exc), param_hint="'KEY_ID'") from exc
+    click.echo(entry)
+    if key_id == INDEX_KEY_ID:
+        hint = (
+            "a blind-index key, for a new ring only: replacing the 'index' entry of a ring"
+            " in use breaks every look-up until the indexes are recomputed"
+        )
+    else:
+        hint = (
+            "add it after the active entry of every process's ring (ZHIFU_MASTER_KEY_FILE or"
+            " ZHIFU_MASTER_KEYS) and restart; then move it first, restart and run"
+            " 'zhifu keys rotate' (docs/configuration.md)"
+        )
+    click.echo(hint, err=True)
+
+
+# --- staff --------------------------------------------------------------------------
+
+
+@main.group()
+def staff() -> None:
+    """Bank staff: create accounts for the operations console."""
+
+
+@staff.command("create")
+@click.argument("username")
+@click.option("--name", required=True, help="The staff member's full name.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice([r.value for r in Role]),
+    help="A role to grant at once (repeatable). Only this operator command grants roles"
+    " directly; through the API roles need a second admin's approval.",
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input"
+    " (default: prompt on a terminal, or generate one and print it once).",
+)
+def staff_create(username: str, name: str, roles: tuple[str, ...], password_stdin: bool) -> None:
+    """Create a staff member (e.g. the first admin).
+
+    Example: zhifu staff create alice --name "Alice Li" --role admin
+    """
+    from zhifu.identity.errors import IdentityError
+    from zhifu.ops.audit import system_context
+
+    generated = False
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password, generated = _generated_password(), True
+    with _runtime() as runtime:
+        try:
+            view = runtime.staff.create_staff(
+                username, name, password, system_context("system:cli"), roles=roles
+            )
+        except IdentityError as exc:
+            raise click.UsageError(str(exc)) from exc
+    click.echo(
+        f"created staff member {view.username} ({view.id}) roles: {', '.join(view.roles) or '-'}"
+    )
+    if generated:
+        click.echo(f"password (shown once, change it after the first sign-in): {password}")
+
+
+def _generated_password() -> str:
+    """Five random words' worth of entropy: 20 characters of url-safe base64 (120 bits)."""
+    import secrets
+
+    return secrets.token_urlsafe(15)
 
 
 # --- bench --------------------------------------------------------------------------

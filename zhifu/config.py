@@ -8,12 +8,25 @@ embedded single-process mode needs no configuration at all. A PostgreSQL URL in
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_HOME = "var"
 GROUP_COMMIT_WAIT_MS_MAX = 100
 DB_POOL_SIZE_MAX = 64
+CORS_ORIGINS_MAX = 32
+CORS_ORIGIN_LENGTH_MAX = 300
+# An origin as a browser sends it in the Origin header: lowercase scheme and
+# host (a DNS name, an IPv4 address or a bracketed IPv6 address), an optional
+# port, nothing after. CORS compares origins as exact strings.
+_ORIGIN = re.compile(
+    r"(?P<scheme>https?)://"
+    r"(?P<host>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+    r"|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ConfigError(ValueError):
@@ -31,6 +44,43 @@ def _int_env(env: dict[str, str], name: str, default: int, low: int, high: int) 
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _cors_origins(raw: str) -> tuple[str, ...]:
+    """ZHIFU_CORS_ORIGINS: comma-separated exact origins, each checked."""
+    origins = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    if len(origins) > CORS_ORIGINS_MAX:
+        raise ConfigError(
+            f"ZHIFU_CORS_ORIGINS holds {len(origins)} origins, at most {CORS_ORIGINS_MAX} allowed"
+        )
+    for number, origin in enumerate(origins, start=1):
+        problem = _origin_problem(origin)
+        if problem is not None:
+            shown = origin if len(origin) <= CORS_ORIGIN_LENGTH_MAX else origin[:40] + "..."
+            raise ConfigError(
+                f"ZHIFU_CORS_ORIGINS entry {number} ({shown!r}) {problem}; an origin is"
+                " scheme://host[:port] with scheme http or https, in lowercase, with no"
+                " path, e.g. https://bank.example.com"
+            )
+    return tuple(dict.fromkeys(origins))  # first occurrence wins, order kept
+
+
+def _origin_problem(origin: str) -> str | None:
+    """Why ``origin`` is not an allowed CORS origin, or None when it is."""
+    if "*" in origin:
+        return "is a wildcard, which is not allowed: list each origin"
+    if len(origin) > CORS_ORIGIN_LENGTH_MAX:
+        return f"is longer than {CORS_ORIGIN_LENGTH_MAX} characters"
+    match = _ORIGIN.fullmatch(origin)
+    if match is None:
+        return "is not an origin"
+    port = match.group("port")
+    if port is not None:
+        if not 1 <= int(port) <= 65535:
+            return "has a port outside 1-65535"
+        if int(port) == _DEFAULT_PORTS[match.group("scheme")]:
+            return "names the scheme's default port, which browsers leave out of the Origin"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +101,11 @@ class Settings:
     # KEY_ID:BASE64 entries: key material, so kept out of repr (and so out of logs).
     master_keys: str | None = field(repr=False)
     master_key_file: Path
+    # Browser origins allowed to call the API cross-origin; empty: CORS closed.
+    cors_origins: tuple[str, ...]
+    # WebAuthn relying party: passkeys are bound to this id and these origins.
+    webauthn_rp_id: str = "localhost"
+    webauthn_origins: tuple[str, ...] = ("http://localhost:8000",)
 
     @property
     def is_sqlite(self) -> bool:
@@ -90,4 +145,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ),
         master_keys=env.get("ZHIFU_MASTER_KEYS") or None,
         master_key_file=Path(env.get("ZHIFU_MASTER_KEY_FILE") or home / "master-keys"),
+        cors_origins=_cors_origins(env.get("ZHIFU_CORS_ORIGINS", "")),
+        webauthn_rp_id=env.get("ZHIFU_WEBAUTHN_RP_ID") or "localhost",
+        webauthn_origins=tuple(
+            o.strip()
+            for o in (env.get("ZHIFU_WEBAUTHN_ORIGINS") or "http://localhost:8000").split(",")
+            if o.strip()
+        ),
     )

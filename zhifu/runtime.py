@@ -13,11 +13,16 @@ from functools import cached_property
 
 from sqlalchemy import Engine
 
-from zhifu.config import Settings, load_settings
+from zhifu.config import ConfigError, Settings, load_settings
+from zhifu.identity.partners import PartnerService
+from zhifu.identity.passkeys import RelyingParty
+from zhifu.identity.service import IdentityService
+from zhifu.identity.staff import StaffService
 from zhifu.ledger.group_commit import GroupCommitter
 from zhifu.ledger.service import LedgerService
 from zhifu.ledger.worker import LedgerWorker
 from zhifu.ops.audit import AuditCheckpointer, AuditTrail
+from zhifu.security.envelope import KeyRing
 from zhifu.security.service_token import load_service_token
 from zhifu.security.signing import Ed25519Signer, public_key_from_base64
 from zhifu.store.engine import create_db_engine
@@ -26,6 +31,7 @@ from zhifu.store.engine import create_db_engine
 # reference cycles; the default threshold (700) runs the cyclic collector
 # hundreds of times per batch for nothing.
 GC_THRESHOLD_GEN0 = 50_000
+RELYING_PARTY_NAME = "zhifu 智付"
 
 
 def tune_gc() -> None:
@@ -49,6 +55,35 @@ class Runtime:
     @cached_property
     def service_token(self) -> str:
         return load_service_token(self.settings)
+
+    @cached_property
+    def keyring(self) -> KeyRing:
+        """The master keys for field encryption (ZHIFU_MASTER_KEYS or the key file)."""
+        return KeyRing.from_settings(self.settings)
+
+    @cached_property
+    def relying_party(self) -> RelyingParty:
+        """The WebAuthn relying party (ZHIFU_WEBAUTHN_RP_ID, ZHIFU_WEBAUTHN_ORIGINS)."""
+        try:
+            return RelyingParty(
+                id=self.settings.webauthn_rp_id,
+                name=RELYING_PARTY_NAME,
+                origins=self.settings.webauthn_origins,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"ZHIFU_WEBAUTHN_RP_ID / ZHIFU_WEBAUTHN_ORIGINS: {exc}") from exc
+
+    @cached_property
+    def identity(self) -> IdentityService:
+        return IdentityService(self.engine, self.keyring, relying_party=self.relying_party)
+
+    @cached_property
+    def staff(self) -> StaffService:
+        return StaffService(self.engine, self.keyring, hasher=self.identity.hasher)
+
+    @cached_property
+    def partners(self) -> PartnerService:
+        return PartnerService(self.engine, self.keyring)
 
     @cached_property
     def ledger(self) -> LedgerService:

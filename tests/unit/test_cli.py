@@ -18,16 +18,30 @@ import pytest
 from click.testing import CliRunner, Result
 from factories import fund, open_accounts, open_bank, pending
 
+from zhifu import cli
 from zhifu.cli import main
 from zhifu.config import load_settings
 from zhifu.demo import demo_id
 from zhifu.ledger.model import BATCH_EVENTS_MAX
 from zhifu.ledger.service import LedgerService, now_us
 from zhifu.runtime import Runtime, build_runtime
+from zhifu.security import rotation
+from zhifu.security.envelope import KeyRing, generate_key_entry
+from zhifu.security.rotation import CHUNK_ROWS_MAX
 from zhifu.security.signing import key_id_for, public_key_from_base64
 from zhifu.store import migrate
 
-TOP_LEVEL_COMMANDS = ("serve", "db", "demo", "ledger", "audit", "bench", "service-token")
+TOP_LEVEL_COMMANDS = (
+    "serve",
+    "db",
+    "demo",
+    "ledger",
+    "audit",
+    "bench",
+    "keys",
+    "staff",
+    "service-token",
+)
 BENCH_KEYS = {
     "engine",
     "transfers",
@@ -338,6 +352,96 @@ def test_ledger_account_malformed_id_is_a_usage_error(migrated: dict[str, str | 
     _assert_usage_error(_run(migrated, "ledger", "account", "42"), "'42' is not a valid UUID")
 
 
+# --- keys -------------------------------------------------------------------------------------
+
+
+def test_keys_new_prints_one_fresh_entry(env: dict[str, str | None]) -> None:
+    first = _ok(env, "keys", "new", "k2")
+    entry = first.stdout.strip()
+    assert first.stdout == entry + "\n"  # the entry alone on stdout, ready to paste
+    assert entry.startswith("k2:")
+    assert "after the active entry" in first.stderr
+    assert "zhifu keys rotate" in first.stderr
+    assert len(first.stderr.strip().splitlines()) == 1
+    ring = KeyRing.from_spec(entry)
+    assert ring.key_ids == ("k2",)
+    assert _ok(env, "keys", "new", "k2").stdout != first.stdout  # a fresh key every time
+    index = _ok(env, "keys", "new", "index")
+    assert index.stdout.startswith("index:")
+    assert "for a new ring only" in index.stderr
+
+
+@pytest.mark.parametrize("key_id", ["bad id", "a" * 33, "k:1", ""])
+def test_keys_new_with_a_bad_key_id_is_a_usage_error(
+    env: dict[str, str | None], key_id: str
+) -> None:
+    result = _run(env, "keys", "new", key_id)
+    _assert_usage_error(result, "KEY_ID")
+    assert "1 to 32 characters" in result.output
+
+
+def test_keys_status_on_a_new_home(migrated: dict[str, str | None], home: Path) -> None:
+    text = _ok(migrated, "keys", "status").stdout
+    assert "active key: k1" in text
+    assert "key ids:    index, k1" in text
+    assert "rows under older keys: 0" in text
+    assert stat.S_IMODE((home / "master-keys").stat().st_mode) == 0o600  # made on first use
+
+    status = json.loads(_ok(migrated, "keys", "status", "--json").stdout)
+    assert status["active_key_id"] == "k1"
+    assert status["key_ids"] == ["index", "k1"]
+    assert status["rows_under_old_keys"] == 0
+    assert status["missing_key_ids"] == []
+    assert all(counts == {} for counts in status["usage"].values())
+
+    rotated = _ok(migrated, "keys", "rotate").stdout
+    assert "active key: k1" in rotated
+    assert "no row is left under an older key" in rotated
+
+
+def test_keys_status_with_a_ring_from_the_environment(migrated: dict[str, str | None]) -> None:
+    spec = ",".join(generate_key_entry(key_id) for key_id in ("index", "k3", "k2"))
+    status = json.loads(
+        _ok(migrated | {"ZHIFU_MASTER_KEYS": spec}, "keys", "status", "--json").stdout
+    )
+    assert status["active_key_id"] == "k3"
+    assert status["key_ids"] == ["index", "k3", "k2"]
+
+
+def test_keys_with_a_malformed_ring_is_a_usage_error(migrated: dict[str, str | None]) -> None:
+    secret = generate_key_entry("k1").split(":")[1]
+    for args in (["keys", "status"], ["keys", "rotate"]):
+        result = _run(migrated | {"ZHIFU_MASTER_KEYS": f"k1:{secret[:-4]}"}, *args)
+        _assert_usage_error(result, "ZHIFU_MASTER_KEYS entry 1")
+        assert secret[:-4] not in result.output
+
+
+def test_keys_status_needs_a_migrated_database(env: dict[str, str | None]) -> None:
+    result = _run(env, "keys", "status")
+    assert result.exit_code == 1
+    assert "run 'zhifu db upgrade' first" in result.output
+
+
+def test_keys_rotate_chunk_rows_limit(migrated: dict[str, str | None]) -> None:
+    assert _ok(migrated, "keys", "rotate", "--chunk-rows", str(CHUNK_ROWS_MAX))
+    result = _run(migrated, "keys", "rotate", "--chunk-rows", str(CHUNK_ROWS_MAX + 1))
+    _assert_usage_error(result, "--chunk-rows")
+
+
+def test_encrypted_column_owners_not_written_yet_are_skipped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(cli, "ENCRYPTED_COLUMN_OWNERS", ("zhifu_owner_not_written_yet",))
+    monkeypatch.setattr(rotation, "ENCRYPTED_COLUMNS", [])
+    assert cli._encrypted_columns() == []
+    # An owner that exists but fails to import is an error, not a skip.
+    (tmp_path / "zhifu_broken_owner.py").write_text("import zhifu_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "ENCRYPTED_COLUMN_OWNERS", ("zhifu_broken_owner",))
+    with pytest.raises(ModuleNotFoundError, match="zhifu_missing_dependency"):
+        cli._encrypted_columns()
+
+
 # --- bench ------------------------------------------------------------------------------------
 
 
@@ -390,6 +494,8 @@ CONFIGURED_COMMANDS = [
     ["ledger", "expire"],
     ["ledger", "key"],
     ["ledger", "account", str(uuid.UUID(int=1))],
+    ["keys", "status"],
+    ["keys", "rotate"],
 ]
 
 

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from zhifu.config import DB_POOL_SIZE_MAX, GROUP_COMMIT_WAIT_MS_MAX, ConfigError, load_settings
+from zhifu.config import (
+    CORS_ORIGIN_LENGTH_MAX,
+    CORS_ORIGINS_MAX,
+    DB_POOL_SIZE_MAX,
+    GROUP_COMMIT_WAIT_MS_MAX,
+    ConfigError,
+    load_settings,
+)
 
 
 def test_defaults_need_no_configuration():
@@ -15,6 +22,7 @@ def test_defaults_need_no_configuration():
     assert settings.database_url == "sqlite:///var/zhifu.db"
     assert settings.is_sqlite
     assert settings.log_format == "json"
+    assert settings.cors_origins == ()
 
 
 def test_a_postgresql_url_switches_engines():
@@ -56,3 +64,68 @@ def test_bad_log_settings_name_the_variable_and_the_allowed_values():
         load_settings({"ZHIFU_LOG_FORMAT": "xml"})
     with pytest.raises(ConfigError, match="ZHIFU_LOG_LEVEL"):
         load_settings({"ZHIFU_LOG_LEVEL": "LOUD"})
+
+
+# --- ZHIFU_CORS_ORIGINS -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "origins"),
+    [
+        ("", ()),
+        (" , ", ()),
+        ("https://bank.example.com", ("https://bank.example.com",)),
+        (
+            " https://bank.example.com , http://localhost:5173,",
+            ("https://bank.example.com", "http://localhost:5173"),
+        ),
+        ("https://bank.example.com:8443", ("https://bank.example.com:8443",)),
+        ("http://127.0.0.1:8000,http://[::1]:8000", ("http://127.0.0.1:8000", "http://[::1]:8000")),
+        ("https://a.example,https://a.example", ("https://a.example",)),
+    ],
+)
+def test_cors_origins_accepted(raw, origins):
+    assert load_settings({"ZHIFU_CORS_ORIGINS": raw}).cors_origins == origins
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("*", "wildcard"),
+        ("https://*.example.com", "wildcard"),
+        ("https://bank.example.com/", "is not an origin"),
+        ("https://bank.example.com/app", "is not an origin"),
+        ("https://bank.example.com?x=1", "is not an origin"),
+        ("https://bank.example.com#top", "is not an origin"),
+        ("bank.example.com", "is not an origin"),
+        ("ftp://bank.example.com", "is not an origin"),
+        ("https://", "is not an origin"),
+        ("https://user@bank.example.com", "is not an origin"),
+        ("https://Bank.Example.com", "is not an origin"),
+        ("null", "is not an origin"),
+        ("https://bank.example.com:0", "port outside 1-65535"),
+        ("https://bank.example.com:65536", "port outside 1-65535"),
+        ("https://bank.example.com:443", "default port"),
+        ("http://bank.example.com:80", "default port"),
+    ],
+)
+def test_cors_origins_rejected_with_a_clear_message(raw, reason):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"ZHIFU_CORS_ORIGINS": f"https://ok.example,{raw}"})
+    message = str(caught.value)
+    assert message.startswith("ZHIFU_CORS_ORIGINS entry 2")
+    assert reason in message
+    assert "scheme://host[:port]" in message
+
+
+def test_cors_origins_at_the_limits_and_one_past():
+    at_limit = ",".join(f"https://site{number}.example" for number in range(CORS_ORIGINS_MAX))
+    assert len(load_settings({"ZHIFU_CORS_ORIGINS": at_limit}).cors_origins) == CORS_ORIGINS_MAX
+    with pytest.raises(ConfigError, match=f"at most {CORS_ORIGINS_MAX}"):
+        load_settings({"ZHIFU_CORS_ORIGINS": at_limit + ",https://one-more.example"})
+    prefix = "https://"
+    longest = prefix + "a" * (CORS_ORIGIN_LENGTH_MAX - len(prefix))
+    assert load_settings({"ZHIFU_CORS_ORIGINS": longest}).cors_origins == (longest,)
+    with pytest.raises(ConfigError, match=f"longer than {CORS_ORIGIN_LENGTH_MAX}") as caught:
+        load_settings({"ZHIFU_CORS_ORIGINS": longest + "a"})
+    assert longest not in str(caught.value)  # a huge value is not echoed whole

@@ -9,10 +9,13 @@ import hmac
 import os
 import pickle
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,11 +31,18 @@ from zhifu.security.envelope import (
     PLAINTEXT_BYTES_MAX,
     TOKEN_BYTES_MAX,
     TOKEN_OVERHEAD_BYTES,
+    TOKEN_V2_BYTES_MAX,
+    TOKEN_V2_OVERHEAD_BYTES,
+    WRAPPED_KEY_BYTES_MAX,
+    WRAPPED_KEY_SIZE,
     DecryptionError,
     EnvelopeError,
+    KeyEncryptionKey,
     KeyRing,
     KeyRingError,
+    LocalKeyEncryptionKey,
     UnknownKeyError,
+    column_context,
     generate_key_entry,
 )
 
@@ -638,3 +648,300 @@ def test_key_file_entry_limit(tmp_path: Path) -> None:
     path.write_text("\n".join(lines))
     with pytest.raises(KeyRingError, match=f"at most {KEYS_MAX}"):
         KeyRing.load_or_create(path)
+
+
+# --- the key-encryption-key port (KMS, Vault Transit) ---
+
+
+class FakeKms:
+    """A remote KMS stand-in: its own key, a framed ciphertext blob, calls counted.
+
+    ``padding`` bytes lengthen the blob, as a real KMS's metadata does.
+    """
+
+    def __init__(self, key_id: str, *, padding: int = 4) -> None:
+        self.key_id = key_id
+        self._cipher = AESGCM(os.urandom(32))
+        self._padding = padding
+        self.calls: list[str] = []
+        self.down = False
+
+    def wrap(self, data_key: bytes, *, aad: bytes) -> bytes:
+        self.calls.append("wrap")
+        nonce = os.urandom(12)
+        return b"K" * self._padding + nonce + self._cipher.encrypt(nonce, data_key, aad)
+
+    def unwrap(self, wrapped: bytes, *, aad: bytes) -> bytes:
+        self.calls.append("unwrap")
+        if self.down:
+            raise ConnectionError("kms.example: connection refused")
+        header, body = wrapped[: self._padding], wrapped[self._padding :]
+        if header != b"K" * self._padding:  # a real KMS authenticates its whole blob
+            raise DecryptionError
+        try:
+            return self._cipher.decrypt(body[:12], body[12:], aad)
+        except (InvalidTag, ValueError):
+            raise DecryptionError from None
+
+
+def kms_ring(kms: FakeKms, *local: tuple[str, bytes]) -> KeyRing:
+    keys = [kms, *(LocalKeyEncryptionKey(key_id, key) for key_id, key in local)]
+    return KeyRing.from_key_encryption_keys(keys, index_key=INDEX_KEY)
+
+
+def legacy_token(key: bytes, plaintext: bytes, context: bytes) -> bytes:
+    """A version-1 token built by hand, as the ring wrote them before the port."""
+    data_key, wrap_nonce, nonce = bytes(range(100, 132)), b"w" * 12, b"n" * 12
+    wrapped = AESGCM(key).encrypt(wrap_nonce, data_key, context)
+    sealed = AESGCM(data_key).encrypt(nonce, plaintext, context)
+    return b"\x01\x02k1" + wrap_nonce + wrapped + nonce + sealed
+
+
+@pytest.mark.parametrize(
+    "key", [LocalKeyEncryptionKey("k1", K1_KEY), FakeKms("kms-1")], ids=["local", "fake-kms"]
+)
+def test_both_implementations_honour_the_port(key: KeyEncryptionKey) -> None:
+    assert isinstance(key, KeyEncryptionKey)
+    data_key = os.urandom(32)
+    wrapped = key.wrap(data_key, aad=CONTEXT)
+    assert data_key not in wrapped
+    assert key.wrap(data_key, aad=CONTEXT) != wrapped  # a fresh nonce every time
+    assert key.unwrap(wrapped, aad=CONTEXT) == data_key
+    for bad_aad in (OTHER_ROW, OTHER_COLUMN):
+        with pytest.raises(DecryptionError):
+            key.unwrap(wrapped, aad=bad_aad)
+    tampered = bytearray(wrapped)
+    tampered[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        key.unwrap(bytes(tampered), aad=CONTEXT)
+
+
+def test_local_key_wraps_into_the_version_1_layout() -> None:
+    key = LocalKeyEncryptionKey("k1", K1_KEY)
+    wrapped = key.wrap(b"d" * 32, aad=CONTEXT)
+    assert len(wrapped) == WRAPPED_KEY_SIZE == 60
+    assert AESGCM(K1_KEY).decrypt(wrapped[:12], wrapped[12:], CONTEXT) == b"d" * 32
+    for short in (wrapped[:-1], wrapped + b"\x00", b""):
+        with pytest.raises(DecryptionError):
+            key.unwrap(short, aad=CONTEXT)
+
+
+def test_tokens_made_before_the_port_still_decrypt() -> None:
+    token = legacy_token(K1_KEY, VALUE, CONTEXT)
+    from_spec = KeyRing.from_spec(entry("index", INDEX_KEY) + "," + entry("k1", K1_KEY))
+    from_pairs = KeyRing([("k1", K1_KEY)])
+    from_keys = KeyRing.from_key_encryption_keys([LocalKeyEncryptionKey("k1", K1_KEY)])
+    for ring in (from_spec, from_pairs, from_keys):
+        assert ring.decrypt(token, context=CONTEXT) == VALUE
+    # And the ring still writes that layout for a local key.
+    fresh = from_keys.encrypt(VALUE, context=CONTEXT)
+    assert len(fresh) == len(token)
+    assert fresh[:4] == token[:4] == b"\x01\x02k1"
+    assert from_spec.decrypt(fresh, context=CONTEXT) == VALUE
+
+
+def test_a_kms_key_plugs_into_the_ring() -> None:
+    kms = FakeKms("kms-1")
+    ring = kms_ring(kms, ("k1", K1_KEY))
+    assert ring.active_key_id == "kms-1"
+    assert ring.key_ids == ("index", "kms-1", "k1")
+
+    token = ring.encrypt(VALUE, context=CONTEXT)
+    assert kms.calls == ["wrap"]
+    assert token[0] == 2  # the wrapped key is not 60 bytes: length-prefixed
+    assert ring.key_id_of(token) == "kms-1"
+    wrapped_size = int.from_bytes(token[2 + len("kms-1") : 2 + len("kms-1") + 2], "big")
+    assert wrapped_size == 4 + 12 + 32 + 16
+    assert len(token) == TOKEN_V2_OVERHEAD_BYTES + len("kms-1") + wrapped_size + len(VALUE)
+    assert ring.decrypt(token, context=CONTEXT) == VALUE
+    assert kms.calls == ["wrap", "unwrap"]
+    with pytest.raises(DecryptionError) as excinfo:
+        ring.decrypt(token, context=OTHER_ROW)
+    assert_generic_decryption_error(excinfo)
+
+    # Values under the local key still read, and rotate onto the KMS key.
+    old = legacy_token(K1_KEY, VALUE, CONTEXT)
+    assert ring.decrypt(old, context=CONTEXT) == VALUE
+    assert ring.needs_rewrap(old)
+    moved = ring.rewrap(old, context=CONTEXT)
+    assert ring.key_id_of(moved) == "kms-1"
+    assert ring.decrypt(moved, context=CONTEXT) == VALUE
+    # The blind index key is separate and local.
+    assert ring.blind_index("x", purpose="p") == KeyRing(
+        [("index", INDEX_KEY), ("k1", K1_KEY)]
+    ).blind_index("x", purpose="p")
+
+
+def test_a_kms_wrapped_key_of_60_bytes_is_written_as_version_1() -> None:
+    ring = kms_ring(FakeKms("kms-1", padding=0))
+    token = ring.encrypt(VALUE, context=CONTEXT)
+    assert token[0] == 1
+    assert len(token) == TOKEN_OVERHEAD_BYTES + len("kms-1") + len(VALUE)
+    assert ring.decrypt(token, context=CONTEXT) == VALUE
+
+
+def test_a_kms_outage_is_not_a_decryption_error() -> None:
+    kms = FakeKms("kms-1")
+    ring = kms_ring(kms)
+    token = ring.encrypt(VALUE, context=CONTEXT)
+    kms.down = True
+    with pytest.raises(ConnectionError):
+        ring.decrypt(token, context=CONTEXT)
+
+
+def test_every_tampered_byte_of_a_version_2_token_fails() -> None:
+    ring = kms_ring(FakeKms("kms-1"))
+    token = ring.encrypt(VALUE, context=CONTEXT)
+    for position in range(len(token)):
+        tampered = bytearray(token)
+        tampered[position] ^= 0x01
+        with pytest.raises((DecryptionError, UnknownKeyError)):
+            ring.decrypt(bytes(tampered), context=CONTEXT)
+    for length in range(len(token)):
+        with pytest.raises(DecryptionError):
+            ring.decrypt(token[:length], context=CONTEXT)
+    with pytest.raises(DecryptionError):
+        ring.decrypt(token + b"\x00", context=CONTEXT)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        b"\x02\x02k1\x00\x00" + b"\x00" * 100,  # wrapped length 0
+        b"\x02\x02k1\x04\x01" + b"\x00" * 2000,  # wrapped length past the limit
+        b"\x02\x02k1\x00\x40" + b"\x00" * 40,  # shorter than its wrapped length says
+        b"\x02\x02k1\x00",  # cut inside the length
+    ],
+)
+def test_malformed_version_2_token_is_a_decryption_error(token: bytes) -> None:
+    with pytest.raises(DecryptionError) as excinfo:
+        RING.decrypt(token, context=CONTEXT)
+    assert_generic_decryption_error(excinfo)
+    with pytest.raises(DecryptionError):
+        RING.key_id_of(token)
+
+
+def test_wrapped_key_limit_and_longest_version_2_token() -> None:
+    key_id = "i" * KEY_ID_CHARS_MAX
+    at_limit = FakeKms(key_id, padding=WRAPPED_KEY_BYTES_MAX - 60)
+    ring = KeyRing.from_key_encryption_keys([at_limit])
+    token = ring.encrypt(b"\x00" * PLAINTEXT_BYTES_MAX, context=CONTEXT)
+    assert len(token) == TOKEN_V2_BYTES_MAX
+    assert ring.decrypt(token, context=CONTEXT) == b"\x00" * PLAINTEXT_BYTES_MAX
+    with pytest.raises(DecryptionError):
+        ring.decrypt(token + b"\x00", context=CONTEXT)
+
+    one_past = KeyRing.from_key_encryption_keys([FakeKms("k1", padding=WRAPPED_KEY_BYTES_MAX - 59)])
+    with pytest.raises(EnvelopeError, match=str(WRAPPED_KEY_BYTES_MAX)) as excinfo:
+        one_past.encrypt(VALUE, context=CONTEXT)
+    assert not isinstance(excinfo.value, DecryptionError)
+
+
+class BrokenKms(FakeKms):
+    def __init__(self, wrapped: object = b"", data_key: object = b"short") -> None:
+        super().__init__("broken")
+        self._wrapped, self._data_key = wrapped, data_key
+
+    def wrap(self, data_key: bytes, *, aad: bytes) -> bytes:
+        return self._wrapped  # type: ignore[return-value]
+
+    def unwrap(self, wrapped: bytes, *, aad: bytes) -> bytes:
+        return self._data_key  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("wrapped", [b"", "text", None])
+def test_a_key_that_wraps_into_nothing_usable_is_refused(wrapped: object) -> None:
+    ring = KeyRing.from_key_encryption_keys([BrokenKms(wrapped=wrapped)])
+    with pytest.raises(EnvelopeError, match="'broken' wrapped a data key"):
+        ring.encrypt(VALUE, context=CONTEXT)
+
+
+@pytest.mark.parametrize("data_key", [b"short", b"x" * 33, "x" * 32, None])
+def test_an_unwrapped_key_of_the_wrong_size_is_a_decryption_error(data_key: object) -> None:
+    ring = KeyRing.from_key_encryption_keys([BrokenKms(wrapped=b"w" * 70, data_key=data_key)])
+    token = ring.encrypt(VALUE, context=CONTEXT)
+    with pytest.raises(DecryptionError) as excinfo:
+        ring.decrypt(token, context=CONTEXT)
+    assert_generic_decryption_error(excinfo)
+
+
+def test_ring_of_keys_validation() -> None:
+    local = LocalKeyEncryptionKey("k1", K1_KEY)
+    cases: list[tuple[list[object], bytes | None, str]] = [
+        ([], INDEX_KEY, "holds no encryption key"),
+        (["k1"], None, "key 1 is not a KeyEncryptionKey"),
+        ([local, FakeKms("k1")], None, "key 2 repeats the key id 'k1'"),
+        ([FakeKms("index")], None, "blind-index"),
+        ([FakeKms("bad id")], None, "key 1: the key id"),
+        ([local, LocalKeyEncryptionKey("k2", K1_KEY)], None, "key 2 repeats a key"),
+        ([LocalKeyEncryptionKey("k2", INDEX_KEY)], INDEX_KEY, "key 1 repeats a key"),
+        ([local], b"short", "'index' key must be 32 bytes"),
+    ]
+    for keys, index_key, message in cases:
+        with pytest.raises(KeyRingError, match=message):
+            KeyRing.from_key_encryption_keys(keys, index_key=index_key)  # type: ignore[arg-type]
+    many = [FakeKms(f"k{n}") for n in range(KEYS_MAX)]
+    assert len(KeyRing.from_key_encryption_keys(many).key_ids) == KEYS_MAX
+    with pytest.raises(KeyRingError, match=f"at most {KEYS_MAX}"):
+        KeyRing.from_key_encryption_keys(many, index_key=INDEX_KEY)
+
+
+@pytest.mark.parametrize(
+    ("key_id", "key", "message"),
+    [
+        ("index", K1_KEY, "blind-index"),
+        ("bad id", K1_KEY, "key id"),
+        ("a" * (KEY_ID_CHARS_MAX + 1), K1_KEY, "key id"),
+        ("k1", K1_KEY[:31], "32 bytes"),
+        ("k1", "not bytes", "32 bytes"),
+    ],
+)
+def test_local_key_validation(key_id: str, key: bytes, message: str) -> None:
+    with pytest.raises(KeyRingError, match=message) as excinfo:
+        LocalKeyEncryptionKey(key_id, key)
+    assert base64.b64encode(K1_KEY).decode()[:12] not in str(excinfo.value)
+
+
+def test_local_key_and_kms_ring_keep_their_secrets() -> None:
+    local = LocalKeyEncryptionKey("k1", K1_KEY)
+    assert repr(local) == "LocalKeyEncryptionKey(key_id='k1')"
+    for leak in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="secret"):
+            leak(local)
+    ring = KeyRing.from_key_encryption_keys([FakeKms("kms-1"), local], index_key=INDEX_KEY)
+    assert repr(ring) == "KeyRing(active_key_id='kms-1', key_ids=('index', 'kms-1', 'k1'))"
+    with pytest.raises(TypeError, match="secret"):
+        pickle.dumps(ring)
+
+
+# --- column contexts ---
+
+ROW_ID = uuid.UUID("0190f2a4-7c1e-7b3a-9d2e-5f6a7b8c9d0e")  # fixed: test ids must be stable
+
+
+def test_column_context() -> None:
+    row_id = uuid.UUID("0190f2a4-7c1e-7b3a-9d2e-5f6a7b8c9d0e")
+    context = column_context("identity_customers", "mobile_enc", row_id)
+    assert context == b"identity_customers.mobile_enc|" + row_id.bytes
+    assert column_context("identity_customers", "email_enc", row_id) != context
+    assert column_context("identity_customers", "mobile_enc", uuid.uuid4()) != context
+    token = RING.encrypt(VALUE, context=context)
+    assert RING.decrypt(token, context=context) == VALUE
+    longest = column_context("t" * 63, "c" * 63, row_id)
+    assert len(longest) == 63 + 1 + 63 + 1 + 16 <= CONTEXT_BYTES_MAX
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "row_id"),
+    [
+        ("t" * 64, "c", ROW_ID),
+        ("", "c", ROW_ID),
+        ("t", "c|x", ROW_ID),
+        ("t", "1c", ROW_ID),
+        ("t", "c", str(ROW_ID)),
+        ("t", "c", ROW_ID.bytes),
+    ],
+)
+def test_column_context_bad_input(table: str, column: str, row_id: uuid.UUID) -> None:
+    with pytest.raises(EnvelopeError):
+        column_context(table, column, row_id)

@@ -6,9 +6,13 @@
     uvicorn zhifu.api.app:create_app_from_env --factory
 
 Order of the layers a request passes through, outermost first: Starlette's
-server-error layer (last-resort 500 problem), :class:`RequestContextMiddleware`
-(request id, access log, metrics, error boundary), the exception handlers of
-:mod:`zhifu.api.problems`, then the routers added in :func:`_include_routers`.
+server-error layer (last-resort 500 problem), :class:`SecurityHeadersMiddleware`
+(nosniff, frame and referrer policies, CSP, no-store under /v1/, HSTS over
+https), :class:`RequestContextMiddleware` (request id, access log, metrics,
+error boundary), Starlette's ``CORSMiddleware`` only when ``ZHIFU_CORS_ORIGINS``
+lists origins (so preflights get a request id and are logged too), the
+exception handlers of :mod:`zhifu.api.problems`, then the routers added in
+:func:`_include_routers`.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
+from starlette.middleware.cors import CORSMiddleware
 
 from zhifu import __version__
+from zhifu.api.auth import AuditFallbackMiddleware
 from zhifu.api.docs_page import CONTENT_SECURITY_POLICY, docs_html
 from zhifu.api.middleware import RequestContextMiddleware
 from zhifu.api.problems import install_problem_handlers, problem_openapi
-from zhifu.api.routers import health, ledger
+from zhifu.api.request_context import REQUEST_ID_HEADER
+from zhifu.api.routers import admin, health, identity, ledger
+from zhifu.api.security_headers import SecurityHeadersMiddleware
 from zhifu.config import load_settings
 from zhifu.ops.logging import configure_logging, get_logger
 from zhifu.ops.metrics import mark_process_dead
@@ -48,7 +56,28 @@ OPENAPI_TAGS: Final = [
         "description": "The double-entry ledger: an internal API for the bank's own services,"
         " behind the service token.",
     },
+    {
+        "name": "identity",
+        "description": "Registration, sign-in (password, TOTP, recovery codes, passkeys, QR"
+        " confirmation on a bound phone), sessions, step-up and the caller's own credentials.",
+    },
+    {
+        "name": "administration",
+        "description": "Staff, roles through maker-checker approvals, customer administration"
+        " and partner API keys. Each endpoint needs one named permission.",
+    },
+    {"name": "audit", "description": "The hash-chained audit trail, for auditors."},
+    {"name": "partners", "description": "Endpoints for partners who sign their requests."},
 ]
+CORS_ALLOW_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CORS_ALLOW_HEADERS: Final = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "X-Request-ID",
+    "X-Zhifu-Browser",
+    "X-Zhifu-Confirmation",
+)
 
 _log = get_logger("zhifu.api")
 
@@ -79,7 +108,19 @@ def create_app(
     app.state.owns_runtime = owns_runtime
     app.state.background = owns_runtime if background is None else background
     install_problem_handlers(app)
+    # add_middleware wraps what is there: the last one added runs outermost.
+    app.add_middleware(AuditFallbackMiddleware)  # inside: it reads the request id
+    if runtime.settings.cors_origins:  # closed unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=runtime.settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=CORS_ALLOW_METHODS,
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=(REQUEST_ID_HEADER,),
+        )
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_api_route(DOCS_URL, _docs_page, include_in_schema=False, response_class=HTMLResponse)
     _include_routers(app)
     _document_problems(app)
@@ -90,6 +131,8 @@ def _include_routers(app: FastAPI) -> None:
     """Every context's router is included here, and only here."""
     app.include_router(health.router)
     app.include_router(ledger.router)
+    app.include_router(identity.router)
+    app.include_router(admin.router)
 
 
 def create_app_from_env() -> FastAPI:

@@ -297,14 +297,28 @@ def _validation_error_handler(request: Request, exc: Exception) -> Response:
 
 
 def _mapped_error_response(request: Request, exc: Exception, mapping: ErrorMapping) -> Response:
+    """``code``, and the error's own ``extra`` members and ``headers`` when it has them."""
     code = getattr(exc, "code", None)
+    extra: dict[str, Any] = {}
+    own_extra = getattr(exc, "extra", None)
+    if isinstance(own_extra, Mapping):
+        extra.update(own_extra)
+    if isinstance(code, str):
+        extra["code"] = code
+    own_headers = getattr(exc, "headers", None)
+    headers = (
+        {str(k): str(v) for k, v in own_headers.items()}
+        if isinstance(own_headers, Mapping)
+        else None
+    )
     return problem_response(
         request,
         status=mapping.status,
         slug=mapping.slug,
         title=mapping.title,
         detail=str(exc) or None,
-        extra={"code": code} if isinstance(code, str) else None,
+        extra=extra or None,
+        headers=headers,
     )
 
 

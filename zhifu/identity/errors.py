@@ -53,6 +53,12 @@ class InvalidEmailError(IdentityError):
     code = "invalid_email"
 
 
+class InvalidUsernameError(IdentityError):
+    """A staff username breaks the username rule."""
+
+    code = "invalid_username"
+
+
 class InvalidNameError(IdentityError):
     """A person's name is empty, too long, or holds characters a name cannot have."""
 
@@ -75,3 +81,94 @@ class WeakPasswordError(IdentityError):
     def __init__(self, message: str, reason: PasswordRejection) -> None:
         super().__init__(message, f"password_{reason.value}")
         self.reason = reason
+
+
+class AuthenticationError(IdentityError):
+    """A sign-in failed. One message for every reason (unknown account, wrong
+    password, wrong code, disabled account), so the answer reveals nothing."""
+
+    code = "invalid_credentials"
+
+    def __init__(self, message: str = "the sign-in details are not correct") -> None:
+        super().__init__(message)
+
+
+class ThrottledError(IdentityError):
+    """Too many failed attempts: try again after ``retry_after_s`` seconds."""
+
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            f"too many failed attempts; try again in {retry_after_s} seconds"
+            " (your account is not locked)"
+        )
+        self.retry_after_s = retry_after_s
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class SessionError(IdentityError):
+    """The session token is missing, unknown, expired or revoked."""
+
+    code = "session_invalid"
+
+
+class NotFoundError(IdentityError):
+    """No such record, or not one the caller may see (the two look the same)."""
+
+    code = "not_found"
+
+
+class AlreadyExistsError(IdentityError):
+    """A record with these unique details exists already."""
+
+    code = "already_exists"
+
+
+class PermissionDeniedError(IdentityError):
+    """The caller is authenticated but lacks the permission the action needs."""
+
+    code = "forbidden"
+
+
+class StepUpRequiredError(IdentityError):
+    """The operation needs a fresh factor first; ``extra`` says which ones and,
+    for a QR confirmation, carries the challenge to show."""
+
+    code = "step_up_required"
+
+    def __init__(self, message: str, extra: dict[str, object]) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+class ChallengeError(IdentityError):
+    """A one-time challenge is unknown, expired, already used, or bound to
+    another operation."""
+
+    code = "challenge_invalid"
+
+
+class InvalidCodeError(IdentityError):
+    """A one-time code (TOTP or recovery code) is wrong or was used already."""
+
+    code = "code_invalid"
+
+
+class StateError(IdentityError):
+    """The record is not in a state that allows the action (e.g. an approval
+    already decided, TOTP already enrolled)."""
+
+    code = "invalid_state"
+
+
+class FourEyesError(IdentityError):
+    """The person who proposed a change tried to approve it too."""
+
+    code = "four_eyes"
+
+
+class InvalidInputError(IdentityError):
+    """Input that no other error describes (an unknown role, a bad key)."""
+
+    code = "invalid_input"

@@ -25,6 +25,7 @@ from zhifu.identity.errors import (
     InvalidMobileError,
     InvalidNameError,
     InvalidResidentIdError,
+    InvalidUsernameError,
     PasswordRejection,
     ResidentIdRule,
     WeakPasswordError,
@@ -535,3 +536,58 @@ def _is_repetitive(text: str) -> bool:
             return True
     steps = {ord(b) - ord(a) for a, b in itertools.pairwise(text)}
     return steps in ({1}, {-1})
+
+
+def mask_email(email: str) -> str:
+    """The first character of the local part, then ``***``, then the domain."""
+    local, at, domain = email.rpartition("@")
+    if not at or not local:
+        return "*" * len(email)
+    return f"{local[0]}***@{domain}"
+
+
+# --- staff usernames --------------------------------------------------------------------
+
+USERNAME_LENGTH_MIN: Final = 3
+USERNAME_LENGTH_MAX: Final = 32
+_USERNAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
+
+
+def normalise_username(text: str) -> str:
+    """A staff username: 3 to 32 of a-z, 0-9, '.', '_' and '-', starting with a
+    letter or digit; upper case is folded to lower.
+
+    Raises :class:`InvalidUsernameError` saying what is allowed.
+    """
+    username = text.strip().lower()
+    if not USERNAME_LENGTH_MIN <= len(username) <= USERNAME_LENGTH_MAX or not _USERNAME.fullmatch(
+        username
+    ):
+        raise InvalidUsernameError(
+            f"username must be {USERNAME_LENGTH_MIN} to {USERNAME_LENGTH_MAX} characters of"
+            " a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+        )
+    return username
+
+
+# --- device and confirmation messages ------------------------------------------------------
+
+CONFIRMATION_DOMAIN: Final = b"zhifu-confirmation-v1|"
+CONFIRMATION_URI_PREFIX: Final = "zhifu://confirm"
+
+
+def confirmation_message(challenge_id: bytes, nonce: str, action: str, binding: bytes) -> bytes:
+    """What a bound device signs to approve one QR confirmation.
+
+    The challenge id and the nonce (which only the QR code carries) make it
+    one-time; the action and the operation digest make it good for exactly the
+    operation the customer saw on the phone.
+    """
+    return b"|".join(
+        (CONFIRMATION_DOMAIN + challenge_id, nonce.encode("ascii"), action.encode("ascii"), binding)
+    )
+
+
+def confirmation_uri(challenge_id: str, nonce: str) -> str:
+    """The text in the QR code the customer's phone scans."""
+    return f"{CONFIRMATION_URI_PREFIX}?id={challenge_id}&n={nonce}"

@@ -804,3 +804,57 @@ class AuditCheckpointer:
 
     def close(self) -> None:
         self._task.close()
+
+
+@dataclass(slots=True)
+class AuditContext:
+    """Who is acting in one request, to stamp every audit event it records.
+
+    The API builds one per request; use cases call :meth:`event` to make their
+    events. A request that fails gets the API's generic fallback event unless
+    a use case made (and committed) a refusal event of its own
+    (``refusal_recorded``).
+    ``actor`` and ``role`` may be set once the caller is known (a login).
+    """
+
+    actor: str = "anonymous"
+    role: str | None = None
+    source: str | None = None
+    request_id: str | None = None
+    recorded: bool = False
+    # A refusal event was made: the request's failure is on record (once the
+    # use case commits it, which it must do before raising).
+    refusal_recorded: bool = False
+
+    def event(
+        self,
+        action: str,
+        target: str | None = None,
+        outcome: Outcome = "ok",
+        *,
+        actor: str | None = None,
+        role: str | None = None,
+        **details: Any,
+    ) -> AuditEvent:
+        """An event of this request; marks the request as audited."""
+        self.recorded = True
+        if outcome != "ok":
+            self.refusal_recorded = True
+        return AuditEvent(
+            actor=actor or self.actor,
+            role=role or self.role,
+            action=action,
+            target=target,
+            outcome=outcome,
+            request_id=self.request_id,
+            source=self.source,
+            details=details,
+        )
+
+
+SYSTEM_CONTEXT_ACTOR: Final = "system"
+
+
+def system_context(actor: str = SYSTEM_CONTEXT_ACTOR) -> AuditContext:
+    """The context of work started by an operator's command or a background job."""
+    return AuditContext(actor=actor, role="system")

@@ -82,3 +82,44 @@ def seed(runtime: Runtime) -> Iterator[str]:
         account = ledger.get_account(demo_id(f"{name}:CNY"))
         balance = Money.of_minor(account.balance_posted, "CNY").format()
         yield f"  {name:<10} {account.id}  balance {balance}"
+    yield from seed_people(runtime)
+
+
+# Demo sign-ins, printed by `zhifu demo seed`: for trying the platform on a
+# laptop only. A real bank creates its first admin with `zhifu staff create`.
+DEMO_CUSTOMER = {
+    "name": "李伟",
+    "resident_id": "11010519491231002X",
+    "mobile": "13800138000",
+    "email": "li.wei@example.com",
+}
+DEMO_CUSTOMER_PASSWORD = "demo-only plum blossom lantern"  # noqa: S105 - demo data
+DEMO_STAFF = (
+    ("admin", "Demo Admin", "admin", "harbour lantern quietly 1"),
+    ("checker", "Demo Checker", "admin", "river compass softly 2"),
+    ("auditor", "Demo Auditor", "auditor", "meadow quill brightly 3"),
+    ("teller", "Demo Teller", "teller", "orchard abacus gently 4"),
+)
+
+
+def seed_people(runtime: Runtime) -> Iterator[str]:
+    """A demo customer and one staff member per role; running it again changes nothing."""
+    from zhifu.identity.errors import AlreadyExistsError
+    from zhifu.identity.service import Registration
+    from zhifu.ops.audit import system_context
+
+    ctx = system_context("system:demo")
+    try:
+        runtime.identity.register_customer(
+            Registration(**DEMO_CUSTOMER, password=DEMO_CUSTOMER_PASSWORD), ctx
+        )
+        yield "customer: registered"
+    except AlreadyExistsError:
+        yield "customer: already there"
+    yield f"  sign in with {DEMO_CUSTOMER['mobile']} / {DEMO_CUSTOMER_PASSWORD}"
+    for username, name, role, password in DEMO_STAFF:
+        try:
+            runtime.staff.create_staff(username, name, password, ctx, roles=(role,))
+        except AlreadyExistsError:
+            pass
+        yield f"  staff {username:<8} ({role:<7}) {password}"

@@ -22,6 +22,7 @@ from zhifu.ledger.group_commit import GroupCommitter
 from zhifu.ledger.service import LedgerService
 from zhifu.ledger.worker import LedgerWorker
 from zhifu.ops.audit import AuditCheckpointer, AuditTrail
+from zhifu.ops.periodic import PeriodicTask
 from zhifu.security.envelope import KeyRing
 from zhifu.security.service_token import load_service_token
 from zhifu.security.signing import Ed25519Signer, public_key_from_base64
@@ -32,6 +33,7 @@ from zhifu.store.engine import create_db_engine
 # hundreds of times per batch for nothing.
 GC_THRESHOLD_GEN0 = 50_000
 RELYING_PARTY_NAME = "zhifu 智付"
+IDENTITY_UPKEEP_INTERVAL_S = 300.0
 
 
 def tune_gc() -> None:
@@ -84,6 +86,18 @@ class Runtime:
     @cached_property
     def partners(self) -> PartnerService:
         return PartnerService(self.engine, self.keyring)
+
+    @cached_property
+    def identity_upkeep(self) -> PeriodicTask:
+        """Deletes used-up challenges, old throttle counters and expired partner nonces."""
+
+        def upkeep() -> None:
+            self.identity.prune()
+            self.partners.prune_nonces()
+
+        task = PeriodicTask("identity-upkeep", upkeep, interval_s=IDENTITY_UPKEEP_INTERVAL_S)
+        self._closers.append(task)
+        return task
 
     @cached_property
     def ledger(self) -> LedgerService:

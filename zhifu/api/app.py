@@ -156,6 +156,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.background:
         runtime.ledger_worker.start()
         runtime.audit_checkpointer.start()
+        runtime.identity_upkeep.start()
     try:
         yield
     finally:

@@ -707,5 +707,37 @@ def bench_ledger(
             click.echo(f"{key:>24}: {value}")
 
 
+@bench.command("identity")
+@click.option(
+    "--database-url",
+    default=None,
+    help="A PostgreSQL server URL (a scratch database is created and dropped)"
+    " or sqlite:// (default: a scratch SQLite file).",
+)
+@click.option("--customers", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--authentications", default=20_000, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_identity(
+    database_url: str | None, customers: int, authentications: int, as_json: bool
+) -> None:
+    """Registration, password sign-in and per-request session checks."""
+    from zhifu.bench.identity import IdentityBenchConfig, check_config, run_identity_bench
+
+    config = IdentityBenchConfig(
+        database_url=database_url, customers=customers, authentications=authentications
+    )
+    try:
+        check_config(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with _progress("operations", 2 * customers + authentications) as progress:
+        result = run_identity_bench(config, progress)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key:>14}: {value}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

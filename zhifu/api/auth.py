@@ -171,9 +171,11 @@ CurrentPartner = Annotated[Principal, Depends(current_partner)]
 
 
 class AuditFallbackMiddleware:
-    """Records a generic audit event for a state-changing request that ended
-    without one: refused before any use case ran (401, 403, 404, 422, ...) or
-    failed. Successful changes record their own, richer event."""
+    """Records a generic ``http.request`` audit event for a state-changing
+    request that ended without one of its own: refused before any use case ran
+    (401, 403, 404, 422, ...), failed, or a success whose route took the audit
+    context but recorded nothing (starting a passkey ceremony). Use cases
+    record their own, richer events."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -198,13 +200,20 @@ class AuditFallbackMiddleware:
     async def _fallback(self, scope: Scope, status: int | None) -> None:
         state = scope.get("state", {})
         ctx = state.get(AUDIT_STATE_KEY)
-        if status is not None and status < 400:
-            return  # done: the use case recorded its own event
-        if isinstance(ctx, AuditContext) and ctx.refusal_recorded:
-            return
         route = route_template(scope)
         if route in SELF_JOURNALED_ROUTES:
             return
+        outcome: Outcome
+        if status is not None and status < 400:
+            # A route that never made an audit context records its own events
+            # (the service-token routes); one that did is covered here.
+            if not isinstance(ctx, AuditContext) or ctx.recorded:
+                return
+            outcome = "ok"
+        elif isinstance(ctx, AuditContext) and ctx.refusal_recorded:
+            return
+        else:
+            outcome = "denied" if status in (401, 403, 404, 409, 429) else "failed"
         client = scope.get("client")
         ctx = (
             ctx
@@ -214,7 +223,6 @@ class AuditFallbackMiddleware:
                 request_id=state.get(REQUEST_ID_STATE_KEY),
             )
         )
-        outcome: Outcome = "denied" if status in (401, 403, 404, 409, 429) else "failed"
         event = AuditEvent(
             actor=ctx.actor,
             role=ctx.role,

@@ -358,7 +358,7 @@ async def second_factor(
     response_model=PasskeyOptionsOut,
     summary="Start a passkey sign-in",
 )
-async def passkey_login_options(runtime: RuntimeDep) -> PasskeyOptionsOut:
+async def passkey_login_options(runtime: RuntimeDep, ctx: AuditCtx) -> PasskeyOptionsOut:
     ceremony_id, options = await run_in_threadpool(runtime.identity.passkey_login_options)
     return PasskeyOptionsOut(ceremony_id=ceremony_id, options=options)
 
@@ -425,7 +425,7 @@ async def step_up(
     "/auth/step-up/passkey/options", response_model=PasskeyOptionsOut, summary="Passkey step-up"
 )
 async def step_up_passkey_options(
-    principal: CurrentPrincipal, runtime: RuntimeDep
+    principal: CurrentPrincipal, runtime: RuntimeDep, ctx: AuditCtx
 ) -> PasskeyOptionsOut:
     ceremony_id, options = await run_in_threadpool(
         lambda: runtime.identity.passkey_login_options(step_up_for=principal)
@@ -737,7 +737,7 @@ async def my_passkeys(principal: CurrentPrincipal, runtime: RuntimeDep) -> list[
     "/me/passkeys/options", response_model=PasskeyOptionsOut, summary="Start passkey registration"
 )
 async def passkey_registration_options(
-    principal: CurrentPrincipal, runtime: RuntimeDep
+    principal: CurrentPrincipal, runtime: RuntimeDep, ctx: AuditCtx
 ) -> PasskeyOptionsOut:
     ceremony_id, options = await run_in_threadpool(
         runtime.identity.passkey_registration_options, principal

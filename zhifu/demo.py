@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -118,8 +119,6 @@ def seed_people(runtime: Runtime) -> Iterator[str]:
         yield "customer: already there"
     yield f"  sign in with {DEMO_CUSTOMER['mobile']} / {DEMO_CUSTOMER_PASSWORD}"
     for username, name, role, password in DEMO_STAFF:
-        try:
+        with contextlib.suppress(AlreadyExistsError):
             runtime.staff.create_staff(username, name, password, ctx, roles=(role,))
-        except AlreadyExistsError:
-            pass
         yield f"  staff {username:<8} ({role:<7}) {password}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
+import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -47,7 +47,9 @@ ALGORITHMS: Final = ("hmac-sha256", "ed25519")
 SCOPES: Final = frozenset({"payments", "merchant", "wallet", "notifications"})
 PARTNER_NAME_CHARS_MAX: Final = 128
 LIST_LIMIT_MAX: Final = 500
-_NAME: Final = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+# Control characters (C0 and C1), invisible formatting (the bidi overrides that
+# make one name read as another) and line or paragraph separators.
+_NAME_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,9 @@ class PartnerService:
     ) -> NewPartnerKey:
         """Issue a key. Raises InvalidInputError naming what is wrong."""
         name = partner_name.strip()
-        if not _NAME.fullmatch(name):
+        if not 1 <= len(name) <= PARTNER_NAME_CHARS_MAX or any(
+            unicodedata.category(c) in _NAME_REFUSED_CATEGORIES for c in name
+        ):
             raise InvalidInputError(
                 f"partner_name must be 1 to {PARTNER_NAME_CHARS_MAX} printable characters"
             )

@@ -14,7 +14,13 @@ Rules:
   registering a handler with :meth:`StaffService.register_approval_handler`.
 - The last active admin cannot lose the admin role: the bank would be left
   without anyone who can approve anything.
-- A pending approval expires after :data:`APPROVAL_TTL_S`.
+- A pending approval expires after :data:`APPROVAL_TTL_S`: it can no longer be
+  decided, and it reads (and lists) as ``expired`` from then on.
+- Two checkers deciding one approval at once: the approval row is locked
+  first, so the second waits and then finds it decided. Two revocations of
+  the admin role approved at once lock every admin role row before counting,
+  so they cannot each count the other and leave no admin (on SQLite the
+  writer's lock serialises both already).
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, Row
+from sqlalchemy import Connection, Engine, Row, and_, or_, select
 
 from zhifu.identity import store
-from zhifu.identity.access import FOUR_EYES_ACTIONS, Principal, Role, parse_role
+from zhifu.identity.access import FOUR_EYES_ACTIONS, Permission, Principal, Role, parse_role
 from zhifu.identity.errors import (
     AlreadyExistsError,
     FourEyesError,
     InvalidInputError,
+    PermissionDeniedError,
     NotFoundError,
     StateError,
 )
@@ -42,6 +49,7 @@ from zhifu.identity.service import US, Clock, now_us
 from zhifu.ids import uuid7
 from zhifu.ops.audit import AuditContext, record
 from zhifu.security.envelope import KeyRing, column_context
+from zhifu.store.tables import identity_approvals, identity_staff_roles
 from zhifu.store.uow import run_in_transaction
 
 APPROVAL_TTL_S: Final = 7 * 24 * 3600
@@ -84,13 +92,14 @@ class ApprovalView:
     decided_ts: int | None
 
 
-def _approval_view(row: Row[Any]) -> ApprovalView:
+def _approval_view(row: Row[Any], now_us: int) -> ApprovalView:
+    expired = row.status == "pending" and row.expires_ts <= now_us
     return ApprovalView(
         id=row.id,
         action=row.action,
         target=row.target,
         payload=json.loads(row.payload),
-        status=row.status,
+        status="expired" if expired else row.status,
         maker=row.maker,
         maker_name=row.maker_name,
         checker=row.checker,
@@ -284,7 +293,7 @@ class StaffService:
             )
             row = store.approval_by_id(connection, approval_id)
             assert row is not None
-            return _approval_view(row)
+            return _approval_view(row, now)
 
         result: ApprovalView = run_in_transaction(self.engine, work)
         return result
@@ -309,16 +318,23 @@ class StaffService:
         """Approve (the change is made now, in the same database transaction) or
         reject a pending change.
 
-        Raises NotFoundError, FourEyesError (the maker decides their own),
+        Raises PermissionDeniedError (the checker is not an admin),
+        NotFoundError, FourEyesError (the maker decides their own),
         StateError (decided or expired already), and whatever the action's
         handler raises (then nothing changes).
         """
         if reason is not None and len(reason) > REASON_CHARS_MAX:
             raise InvalidInputError(f"reason must be at most {REASON_CHARS_MAX} characters")
+        if not principal.can(Permission.APPROVALS_DECIDE):
+            raise PermissionDeniedError(
+                "deciding approvals needs the permission 'approvals.decide'"
+            )
 
         def work(connection: Connection) -> ApprovalView | FourEyesError:
             now = self.clock()
-            row = store.approval_by_id(connection, approval_id)
+            # Locked until commit: a second checker waits here, then finds it decided,
+            # instead of running the handler beside the first.
+            row = _approval_for_update(connection, approval_id)
             if row is None:
                 raise NotFoundError(f"no approval {approval_id}")
             if row.maker == principal.actor:
@@ -373,7 +389,7 @@ class StaffService:
             )
             fresh = store.approval_by_id(connection, approval_id)
             assert fresh is not None
-            return _approval_view(fresh)
+            return _approval_view(fresh, now)
 
         outcome = run_in_transaction(self.engine, work)
         if isinstance(outcome, FourEyesError):
@@ -392,10 +408,11 @@ class StaffService:
             raise InvalidInputError("status must be pending, approved, rejected, expired or failed")
         if not 1 <= limit <= LIST_LIMIT_MAX:
             raise InvalidInputError(f"limit must be 1 to {LIST_LIMIT_MAX}")
+        now = self.clock()
         rows = run_in_transaction(
-            self.engine, lambda c: store.list_approvals(c, status, limit), write=False
+            self.engine, lambda c: _list_approvals(c, status, limit, now), write=False
         )
-        return [_approval_view(row) for row in rows]
+        return [_approval_view(row, now) for row in rows]
 
     def get_approval(self, approval_id: uuid.UUID) -> ApprovalView:
         row = run_in_transaction(
@@ -403,7 +420,7 @@ class StaffService:
         )
         if row is None:
             raise NotFoundError(f"no approval {approval_id}")
-        return _approval_view(row)
+        return _approval_view(row, self.clock())
 
     # --- the role handlers ---------------------------------------------------------------
 
@@ -437,6 +454,8 @@ class StaffService:
         staff = store.staff_by_id(connection, staff_id)
         if staff is None:
             raise NotFoundError(f"no staff member {staff_id}")
+        if role is Role.ADMIN:
+            _lock_admin_roles(connection)
         if (
             role is Role.ADMIN
             and store.count_admins(connection) <= 1
@@ -456,3 +475,50 @@ def _staff_target(target: str | None) -> uuid.UUID:
         return uuid.UUID(target[len(prefix) :])
     except ValueError:
         raise InvalidInputError("target must be 'staff:<staff id>'") from None
+
+
+# --- queries of this module's rules (they belong in store.py with the others) --------------
+
+
+def _approval_for_update(connection: Connection, approval_id: uuid.UUID) -> Row[Any] | None:
+    """The approval, its row locked until commit (``FOR UPDATE``; SQLite ignores it,
+    its writer's ``BEGIN IMMEDIATE`` serialises deciders already)."""
+    query = (
+        select(identity_approvals).where(identity_approvals.c.id == approval_id).with_for_update()
+    )
+    return connection.execute(query).one_or_none()
+
+
+def _lock_admin_roles(connection: Connection) -> None:
+    """Lock every admin role row until commit, in one order (no deadlock between two
+    revocations). Under READ COMMITTED the count that follows then sees the other
+    revocation's result once it has committed."""
+    roles = identity_staff_roles
+    query = (
+        select(roles.c.staff_id)
+        .where(roles.c.role == Role.ADMIN.value)
+        .order_by(roles.c.staff_id)
+        .with_for_update()
+    )
+    connection.execute(query).all()
+
+
+def _list_approvals(
+    connection: Connection, status: str | None, limit: int, now_us: int
+) -> list[Row[Any]]:
+    """Approvals newest first; a pending one past its expiry counts as ``expired``."""
+    approvals = identity_approvals
+    query = select(approvals).order_by(approvals.c.created_ts.desc()).limit(limit)
+    live = approvals.c.expires_ts > now_us
+    if status == "pending":
+        query = query.where(approvals.c.status == "pending", live)
+    elif status == "expired":
+        query = query.where(
+            or_(
+                approvals.c.status == "expired",
+                and_(approvals.c.status == "pending", ~live),
+            )
+        )
+    elif status is not None:
+        query = query.where(approvals.c.status == status)
+    return list(connection.execute(query).all())

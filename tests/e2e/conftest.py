@@ -88,11 +88,13 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(env: dict[str, str], *args: str) -> str:
-    """Run ``zhifu ARGS`` in ``env``; its stdout. Fails the test on a non-zero exit."""
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    """Run ``zhifu ARGS`` in ``env`` (``stdin`` as its standard input, if given);
+    its stdout. Fails the test on a non-zero exit."""
     completed = subprocess.run(
         [sys.executable, "-m", "zhifu.cli", *args],
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_S,

@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zhifu.api.deps import RuntimeDep, get_runtime
-from zhifu.api.problems import ProblemError, register_error_mapping
+from zhifu.api.problems import ProblemError, error_mapping_for, register_error_mapping
 from zhifu.api.request_context import REQUEST_ID_STATE_KEY, route_template
 from zhifu.identity import errors as identity_errors
 from zhifu.identity.access import Permission, Principal
@@ -35,9 +35,10 @@ from zhifu.security.request_signing import RequestSignatureError
 
 AUDIT_STATE_KEY: Final = "zhifu_audit"
 STATE_CHANGING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Routes whose changes are recorded by a journal of their own: the ledger's
-# transfers go into its signed, hash-chained journal (one audit event per
-# transfer would serialise the ledger on the audit head).
+# Routes whose accepted requests are recorded by a journal of their own: the
+# ledger's transfers go into its signed, hash-chained journal (one audit event
+# per transfer would serialise the ledger on the audit head). Their refused
+# requests (401, 422, ...) are audited like any other.
 SELF_JOURNALED_ROUTES: Final = frozenset({"/v1/ledger/transfers"})
 
 _log = get_logger("zhifu.api.auth")
@@ -156,7 +157,9 @@ async def current_partner(request: Request, ctx: AuditCtx) -> Principal:
     path_with_query = raw_path.decode("latin-1") + (
         ("?" + query.decode("latin-1")) if query else ""
     )
-    headers = dict(request.headers.items())
+    # Every header as sent: a dict would keep one of two copies of a signing
+    # header, which the signature check must refuse rather than choose between.
+    headers = request.headers
     principal = await run_in_threadpool(
         lambda: runtime.partners.authenticate(
             headers, method=request.method, path_with_query=path_with_query, body=body
@@ -194,6 +197,13 @@ class AuditFallbackMiddleware:
 
         try:
             await self.app(scope, receive, watch)
+        except Exception as exc:
+            if status is None:
+                # Answered outside, by the error boundary: with the status of
+                # the error's mapping, or 500 (499 is for a client gone).
+                mapping = error_mapping_for(exc)
+                status = 500 if mapping is None else mapping.status
+            raise
         finally:
             await self._fallback(scope, status)
 
@@ -201,9 +211,9 @@ class AuditFallbackMiddleware:
         state = scope.get("state", {})
         ctx = state.get(AUDIT_STATE_KEY)
         route = route_template(scope)
-        if route in SELF_JOURNALED_ROUTES:
-            return
         outcome: Outcome
+        if status is not None and status < 400 and route in SELF_JOURNALED_ROUTES:
+            return  # on record in that route's own journal
         if status is not None and status < 400:
             # A route that never made an audit context records its own events
             # (the service-token routes); one that did is covered here.

@@ -18,6 +18,7 @@ from zhifu.api.auth import AuditCtx, CurrentCustomer, CurrentPrincipal
 from zhifu.api.deps import RuntimeDep
 from zhifu.api.problems import problem_responses
 from zhifu.identity.access import SubjectKind
+from zhifu.identity.errors import NotFoundError
 from zhifu.identity.model import NAME_LENGTH_MAX, PASSWORD_INPUT_LENGTH_MAX
 from zhifu.identity.service import (
     Confirmation,
@@ -717,12 +718,30 @@ async def bind_device(
 @router.delete(
     "/me/devices/{device_id}",
     status_code=204,
-    summary="Remove a bound phone",
-    responses=problem_responses(404),
+    summary="Remove a bound phone (needs confirmation)",
+    responses=problem_responses(403, 404),
 )
 async def revoke_device(
-    device_id: uuid.UUID, principal: CurrentCustomer, runtime: RuntimeDep, ctx: AuditCtx
+    device_id: uuid.UUID,
+    principal: CurrentCustomer,
+    runtime: RuntimeDep,
+    ctx: AuditCtx,
+    confirmation_id: ConfirmationId = None,
 ) -> Response:
+    """Needs a step-up: a stolen session and password alone cannot remove the
+    phone that guards new-browser sign-ins."""
+    devices = await run_in_threadpool(runtime.identity.devices, principal)
+    if all(device.id != device_id for device in devices):
+        raise NotFoundError("no such device")  # before any step-up: nothing to confirm
+    await _step_up(
+        runtime,
+        principal,
+        "identity.device.revoke",
+        "Remove a bound phone",
+        ctx,
+        confirmation_id,
+        {"device": str(device_id)},
+    )
     await run_in_threadpool(runtime.identity.revoke_device, principal, device_id, ctx)
     return Response(status_code=204)
 
@@ -766,11 +785,28 @@ async def register_passkey(
 @router.delete(
     "/me/passkeys/{passkey_id}",
     status_code=204,
-    summary="Remove a passkey",
-    responses=problem_responses(404),
+    summary="Remove a passkey (needs confirmation)",
+    responses=problem_responses(403, 404),
 )
 async def delete_passkey(
-    passkey_id: uuid.UUID, principal: CurrentPrincipal, runtime: RuntimeDep, ctx: AuditCtx
+    passkey_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    runtime: RuntimeDep,
+    ctx: AuditCtx,
+    confirmation_id: ConfirmationId = None,
 ) -> Response:
+    """Needs a step-up, like removing a phone."""
+    passkeys = await run_in_threadpool(runtime.identity.passkeys, principal)
+    if all(passkey.id != passkey_id for passkey in passkeys):
+        raise NotFoundError("no such passkey")
+    await _step_up(
+        runtime,
+        principal,
+        "identity.passkey.delete",
+        "Remove a passkey",
+        ctx,
+        confirmation_id,
+        {"passkey": str(passkey_id)},
+    )
     await run_in_threadpool(runtime.identity.delete_passkey, principal, passkey_id, ctx)
     return Response(status_code=204)

@@ -31,7 +31,7 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -87,7 +87,13 @@ from zhifu.identity.passkeys import (
 )
 from zhifu.identity.passwords import PasswordHasher, load_blocklist
 from zhifu.identity.qr import qr_svg
-from zhifu.identity.throttle import RULES, login_keys, next_state
+from zhifu.identity.throttle import (
+    RULES,
+    ThrottleKey,
+    login_keys,
+    next_state,
+    second_factor_key,
+)
 from zhifu.identity.totp import (
     hash_recovery_code,
     new_recovery_codes,
@@ -499,13 +505,9 @@ class IdentityService:
                 )
                 browser_id = None if browser is None else browser.id
             keys = login_keys(index, ctx.source, known_browser=browser_id is not None)
-            now = self.clock()
-            blocked_until = max(
-                (int(r.blocked_until_ts) for r in store.throttle_rows(connection, keys).values()),
-                default=0,
-            )
-            if blocked_until > now:
-                raise ThrottledError(max(1, math.ceil((blocked_until - now) / US)))
+            blocked = _throttled(connection, keys, self.clock())
+            if blocked is not None:
+                raise blocked
             return row, browser_id
 
         try:
@@ -528,17 +530,7 @@ class IdentityService:
             target = None if row is None else f"{kind.value}:{row.id}"
 
             def fail(connection: Connection) -> None:
-                now = self.clock()
-                rows = store.throttle_rows(connection, keys)
-                for key in keys:
-                    existing = rows.get(key.key)
-                    failures, blocked = next_state(
-                        0 if existing is None else int(existing.failures),
-                        0 if existing is None else int(existing.last_failure_ts),
-                        now,
-                        RULES[key.scope],
-                    )
-                    store.upsert_throttle(connection, key, failures, now, blocked)
+                _count_failures(connection, keys, self.clock())
                 record(
                     connection,
                     ctx.event(
@@ -549,7 +541,8 @@ class IdentityService:
                     ),
                 )
 
-            self._tx(fail)
+            # A concurrent first failure of the same key inserts it too: retry, and count.
+            run_in_transaction(self.engine, fail, retry_unique_violation=True)
             raise AuthenticationError()
         assert row is not None
         rehash = self.hasher.hash(password) if self.hasher.needs_rehash(row.password_hash) else None
@@ -728,6 +721,8 @@ class IdentityService:
             ChallengeError: the ticket is unknown, expired, used, or out of attempts.
             InvalidCodeError: the code is wrong or used.
             StateError: the phone has not approved yet (try again shortly).
+            ThrottledError: too many wrong codes for this account lately, from
+                any ticket or session (codes only; the ticket is not used up).
         """
         if method not in (Factor.TOTP.value, Factor.RECOVERY_CODE.value, Factor.DEVICE.value):
             raise InvalidInputError("method must be 'totp', 'recovery_code' or 'device'")
@@ -753,16 +748,35 @@ class IdentityService:
                 challenge.subject_id,
                 self._subject_row(connection, kind, challenge.subject_id),
             )
+            actor = f"{kind.value}:{subject.id}"
+            # Codes are guessable: their failures count per subject across tickets.
+            code_keys = [] if method == Factor.DEVICE.value else [_second_factor_key(subject)]
+            blocked = _throttled(connection, code_keys, now)
+            if blocked is not None:
+                record(
+                    connection,
+                    ctx.event(
+                        "identity.login.second_factor",
+                        actor,
+                        "denied",
+                        method=method,
+                        reason="throttled",
+                    ),
+                )
+                return blocked
             error = self._check_second_factor(connection, subject, challenge, method, code, now)
             if error is not None:
-                store.count_challenge_attempt(connection, challenge.id)
-                actor = f"{kind.value}:{subject.id}"
+                # Waiting for the phone (StateError) guesses nothing: the browser
+                # polls, and polling must not use up the sign-in's attempts.
                 if not isinstance(error, StateError):
+                    store.count_challenge_attempt(connection, challenge.id)
+                    _count_failures(connection, code_keys, now)
                     record(
                         connection,
                         ctx.event("identity.login.second_factor", actor, "denied", method=method),
                     )
                 return error
+            store.clear_throttle(connection, [k.key for k in code_keys])
             if not store.move_challenge(
                 connection, challenge.id, "pending", {"status": "consumed", "decided_ts": now}, now
             ):
@@ -773,8 +787,9 @@ class IdentityService:
             )
 
         # A wrong code must still count its attempt: the error is returned, the
-        # transaction commits, and only then is it raised.
-        outcome = self._tx(work)
+        # transaction commits, and only then is it raised. A unique violation is a
+        # concurrent first failure of the subject's counter: retry, and count.
+        outcome = run_in_transaction(self.engine, work, retry_unique_violation=True)
         if isinstance(outcome, IdentityError):
             raise outcome
         result: LoginResult = outcome
@@ -1115,6 +1130,7 @@ class IdentityService:
         fresh for :data:`STEP_UP_FRESH_S` seconds.
 
         Raises InvalidCodeError / AuthenticationError when the proof is wrong,
+        ThrottledError after too many wrong codes (counted with the sign-ins'),
         InvalidInputError for a method that cannot be used here.
         """
         kind = SubjectKind(principal.kind)
@@ -1135,15 +1151,23 @@ class IdentityService:
                 " /v1/auth/step-up/passkey and phones a QR confirmation"
             )
 
+        keys = [second_factor_key(kind.value, principal.subject_id.bytes)]
+
         def work(connection: Connection) -> IdentityError | None:
-            error = self._use_totp(connection, kind, principal.subject_id, code or "", self.clock())
+            now = self.clock()
+            error = _throttled(connection, keys, now) or self._use_totp(
+                connection, kind, principal.subject_id, code or "", now
+            )
             if error is not None:
+                if not isinstance(error, ThrottledError):
+                    _count_failures(connection, keys, now)
                 record(connection, ctx.event("identity.step_up.totp", principal.actor, "denied"))
                 return error
+            store.clear_throttle(connection, [k.key for k in keys])
             self._mark_step_up(connection, principal, Factor.TOTP, ctx)
             return None
 
-        error = self._tx(work)
+        error = run_in_transaction(self.engine, work, retry_unique_violation=True)
         if error is not None:
             raise error
 
@@ -1880,6 +1904,37 @@ class IdentityService:
 
         result: int = self._tx(work)
         return result
+
+
+def _throttled(
+    connection: Connection, keys: Sequence[ThrottleKey], now: int
+) -> ThrottledError | None:
+    """The error to answer while any of ``keys`` is blocked, else None."""
+    blocked_until = max(
+        (int(r.blocked_until_ts) for r in store.throttle_rows(connection, keys).values()),
+        default=0,
+    )
+    if blocked_until > now:
+        return ThrottledError(max(1, math.ceil((blocked_until - now) / US)))
+    return None
+
+
+def _second_factor_key(subject: _Subject) -> ThrottleKey:
+    return second_factor_key(subject.kind.value, subject.id.bytes)
+
+
+def _count_failures(connection: Connection, keys: Sequence[ThrottleKey], now: int) -> None:
+    """One more failure on each of ``keys``; the rows stay locked until commit."""
+    rows = store.throttle_rows(connection, keys, lock=True)
+    for key in keys:
+        existing = rows.get(key.key)
+        failures, blocked = next_state(
+            0 if existing is None else int(existing.failures),
+            0 if existing is None else int(existing.last_failure_ts),
+            now,
+            RULES[key.scope],
+        )
+        store.upsert_throttle(connection, key, failures, now, blocked, exists=existing is not None)
 
 
 def _totp_confirmed(row: Row[Any] | None) -> bool:

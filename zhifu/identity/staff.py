@@ -39,8 +39,8 @@ from zhifu.identity.errors import (
     AlreadyExistsError,
     FourEyesError,
     InvalidInputError,
-    PermissionDeniedError,
     NotFoundError,
+    PermissionDeniedError,
     StateError,
 )
 from zhifu.identity.model import check_password, normalise_name, normalise_username

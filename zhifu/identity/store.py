@@ -253,19 +253,39 @@ def touch_browser(connection: Connection, browser_id: uuid.UUID, now_ts: int) ->
 # --- throttle -----------------------------------------------------------------------
 
 
-def throttle_rows(connection: Connection, keys: Sequence[ThrottleKey]) -> dict[bytes, Row[Any]]:
+def throttle_rows(
+    connection: Connection, keys: Sequence[ThrottleKey], *, lock: bool = False
+) -> dict[bytes, Row[Any]]:
+    """The counters of ``keys`` that exist. ``lock`` (to count a failure) locks them
+    until commit, in key order, so that concurrent failures are all counted
+    (PostgreSQL; SQLite's writer already runs alone)."""
     query = select(identity_throttle).where(identity_throttle.c.key.in_([k.key for k in keys]))
+    if lock:
+        query = query.order_by(identity_throttle.c.key).with_for_update()
     return {bytes(row.key): row for row in connection.execute(query)}
 
 
 def upsert_throttle(
-    connection: Connection, key: ThrottleKey, failures: int, now_ts: int, blocked_until_ts: int
+    connection: Connection,
+    key: ThrottleKey,
+    failures: int,
+    now_ts: int,
+    blocked_until_ts: int,
+    *,
+    exists: bool,
 ) -> None:
+    """Store a counter read (``exists``: and locked) by :func:`throttle_rows` in this
+    transaction. A counter that did not exist is inserted, never updated: a
+    concurrent transaction may have inserted it since, and overwriting its count
+    would lose a failure. The two inserts meet a unique violation instead; run
+    this with ``retry_unique_violation`` so the loser reads the row and counts again.
+    """
     values = {"failures": failures, "last_failure_ts": now_ts, "blocked_until_ts": blocked_until_ts}
-    result = connection.execute(
-        update(identity_throttle).where(identity_throttle.c.key == key.key).values(**values)
-    )
-    if result.rowcount == 0:
+    if exists:
+        connection.execute(
+            update(identity_throttle).where(identity_throttle.c.key == key.key).values(**values)
+        )
+    else:
         connection.execute(
             insert(identity_throttle).values(key=key.key, scope=key.scope.value, **values)
         )

@@ -13,6 +13,12 @@ cookies"):
   account cannot stop its owner from logging in from their usual browser.
 - ``source`` (address, any identifier): one address trying many accounts.
 
+One more counter, under the ``account`` rule, holds a subject's wrong
+second-factor codes (TOTP and recovery codes) from every sign-in ticket and
+session together (:func:`second_factor_key`). A ticket allows only a few
+attempts, but whoever knows the password can get a new ticket at will: without
+this counter, a stolen password would buy unlimited guesses at the code.
+
 Nothing locks an account for good: every block ends by itself after at most
 the key's cap, and a counter forgets failures older than
 :data:`FORGET_AFTER_S`. Unknown identifiers are counted like real ones (by
@@ -104,3 +110,11 @@ def next_state(
         failures = 0
     failures = min(failures + 1, FAILURES_MAX)
     return failures, now_ts + delay_after(failures, rule) * 1_000_000
+
+
+def second_factor_key(subject_kind: str, subject_id: bytes) -> ThrottleKey:
+    """The counter of one subject's wrong second-factor codes, whatever the ticket or session."""
+    return ThrottleKey(
+        ThrottleScope.ACCOUNT,
+        throttle_key(ThrottleScope.ACCOUNT, b"second-factor", subject_kind.encode(), subject_id),
+    )

@@ -86,6 +86,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
             Permission.PARTNERS_MANAGE,
             Permission.LIMITS_MANAGE,
             Permission.FEES_MANAGE,
+            Permission.RISK_READ,
             Permission.RISK_MANAGE,
         }
     ),

@@ -748,6 +748,8 @@ class IdentityService:
                 challenge.subject_id,
                 self._subject_row(connection, kind, challenge.subject_id),
             )
+            if subject.row.status != "active":  # disabled since the password step
+                raise AuthenticationError()
             actor = f"{kind.value}:{subject.id}"
             # Codes are guessable: their failures count per subject across tickets.
             code_keys = [] if method == Factor.DEVICE.value else [_second_factor_key(subject)]
@@ -960,13 +962,7 @@ class IdentityService:
         row, has_mfa, words = self._tx(
             lambda c: self._password_context(c, kind, principal.subject_id), write=False
         )
-        if not self.hasher.verify(row.password_hash, current):
-            self._tx(
-                lambda c: record(
-                    c, ctx.event("identity.password.change", principal.actor, "denied")
-                )
-            )
-            raise AuthenticationError("the current password is not correct")
+        self._reauthenticate(principal, row.password_hash, current, "identity.password.change", ctx)
         check_password(new, mfa_enrolled=has_mfa, blocklist=self.blocklist, context_words=words)
         new_hash = self.hasher.hash(new)
 
@@ -1069,6 +1065,11 @@ class IdentityService:
         def work(connection: Connection) -> Factor | StepUpRequiredError:
             now = self.clock()
             if confirmation_id is not None:
+                if Factor.DEVICE not in accepted:
+                    raise ChallengeError(
+                        "a phone confirmation cannot confirm this operation; use one of "
+                        + ", ".join(sorted(f.value for f in accepted))
+                    )
                 self._consume_confirmation(
                     connection, principal, confirmation_id, action, binding, now
                 )
@@ -1136,13 +1137,9 @@ class IdentityService:
         kind = SubjectKind(principal.kind)
         if method == Factor.PASSWORD.value:
             row = self._tx(lambda c: self._subject_row(c, kind, principal.subject_id), write=False)
-            if not self.hasher.verify(row.password_hash, password or ""):
-                self._tx(
-                    lambda c: record(
-                        c, ctx.event("identity.step_up.password", principal.actor, "denied")
-                    )
-                )
-                raise AuthenticationError("the password is not correct")
+            self._reauthenticate(
+                principal, row.password_hash, password or "", "identity.step_up.password", ctx
+            )
             self._tx(lambda c: self._mark_step_up(c, principal, Factor.PASSWORD, ctx))
             return
         if method != Factor.TOTP.value:
@@ -1170,6 +1167,40 @@ class IdentityService:
         error = run_in_transaction(self.engine, work, retry_unique_violation=True)
         if error is not None:
             raise error
+
+    def _reauthenticate(
+        self,
+        principal: Principal,
+        password_hash: str,
+        password: str,
+        action: str,
+        ctx: AuditContext,
+    ) -> None:
+        """Check the password of someone already signed in, under the same
+        per-person throttle as second-factor codes: a stolen session cannot
+        guess the password without limit.
+
+        Raises ThrottledError or AuthenticationError (both recorded).
+        """
+        keys = [second_factor_key(principal.kind, principal.subject_id.bytes)]
+        blocked = self._tx(lambda c: _throttled(c, keys, self.clock()), write=False)
+        if blocked is not None:
+            self._tx(
+                lambda c: record(
+                    c, ctx.event(action, principal.actor, "denied", reason="throttled")
+                )
+            )
+            raise blocked
+        if self.hasher.verify(password_hash, password):
+            self._tx(lambda c: store.clear_throttle(c, [k.key for k in keys]))
+            return
+
+        def fail(connection: Connection) -> None:
+            _count_failures(connection, keys, self.clock())
+            record(connection, ctx.event(action, principal.actor, "denied"))
+
+        run_in_transaction(self.engine, fail, retry_unique_violation=True)
+        raise AuthenticationError("the password is not correct")
 
     def _mark_step_up(
         self, connection: Connection, principal: Principal, factor: Factor, ctx: AuditContext

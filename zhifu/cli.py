@@ -739,5 +739,228 @@ def bench_identity(
             click.echo(f"{key:>14}: {value}")
 
 
+# --- qr -----------------------------------------------------------------------------
+
+
+@main.group()
+def qr() -> None:
+    """EMVCo merchant-presented payment QR codes: check one, or make one.
+
+    The fields and the rules checked are in docs/payments.md.
+    """
+
+
+@qr.command("parse")
+@click.argument("payload")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (a problem object if invalid)."
+)
+def qr_parse(payload: str, as_json: bool) -> None:
+    """Decode PAYLOAD, the text inside an EMVCo QR code, and check it.
+
+    Prints the format, initiation method, merchant account templates,
+    category code, currency, amount, country, merchant name and city,
+    additional data, alternate-language names and whether the CRC is valid.
+    Exit status 1, with a message naming the field, when the payload breaks a
+    rule: a mandatory field missing, a wrong length, a CRC that does not match.
+    """
+    from zhifu.payments.emvco import parse
+    from zhifu.payments.errors import QrCodeError
+
+    try:
+        decoded = parse(payload, verify_crc=False).as_dict()
+    except QrCodeError as exc:
+        _print_qr_problem(exc.field, str(exc), exc.code, as_json, None)
+        sys.exit(1)
+    if as_json and decoded["crc_valid"]:
+        click.echo(json.dumps(decoded, indent=2, ensure_ascii=False))
+    if not as_json:
+        rows = _qr_report_rows(decoded)
+        width = max(len(label) for label, _ in rows) + 2
+        for label, value in rows:
+            click.echo(f"{label + ':':<{width}}{value}")
+    if not decoded["crc_valid"]:
+        try:  # the strict parse explains the mismatch: what the CRC should be
+            parse(payload)
+        except QrCodeError as exc:
+            _print_qr_problem(exc.field, str(exc), exc.code, as_json, decoded)
+        sys.exit(1)
+
+
+def _print_qr_problem(
+    field: str, detail: str, code: str, as_json: bool, decoded: dict[str, Any] | None
+) -> None:
+    """The error on stderr; with --json also a problem object (RFC 9457 members) on stdout."""
+    if as_json:
+        problem: dict[str, Any] = {
+            "type": "https://zhifu.dev/problems/invalid-qr-code",
+            "title": "Invalid EMVCo QR code",
+            "detail": detail,
+            "code": code,
+            "field": field,
+        }
+        if decoded is not None:
+            problem["decoded"] = decoded
+        click.echo(json.dumps(problem, indent=2, ensure_ascii=False))
+    click.echo(f"invalid QR code: {detail}", err=True)
+
+
+def _qr_report_rows(decoded: dict[str, Any]) -> list[tuple[str, str]]:
+    """One (label, value) row per field present, for people."""
+    currency = decoded["currency"] or "unknown currency"
+    amount = decoded["amount"]
+    rows = [
+        ("format", decoded["format_indicator"]),
+        ("initiation method", decoded["initiation_method"] or "not given"),
+    ]
+    for account in decoded["merchant_accounts"]:
+        parts = [account["value"] or account["gui"]]
+        parts += [f"{sub}={value}" for sub, value in account["fields"].items()]
+        rows.append((f"merchant account {account['id']}", " ".join(parts)))
+    rows += [
+        ("category code", decoded["merchant_category_code"]),
+        ("currency", f"{currency} ({decoded['currency_numeric']})"),
+        ("amount", f"{amount} {currency}" if amount else "not given: the payer enters it"),
+    ]
+    if decoded["tip_indicator"]:
+        fee = decoded["convenience_fee_fixed"] or decoded["convenience_fee_percentage"]
+        rows.append(("tip or fee", f"{decoded['tip_indicator']} {fee or ''}".strip()))
+    rows += [
+        ("country", decoded["country"]),
+        ("merchant name", decoded["merchant_name"]),
+        ("merchant city", decoded["merchant_city"]),
+    ]
+    if decoded["postal_code"]:
+        rows.append(("postal code", decoded["postal_code"]))
+    additional = decoded["additional_data"].items()
+    rows += [(key.replace("_", " "), value) for key, value in additional]
+    language = decoded["alternate_language"]
+    if language:
+        names = ", ".join(name for name in (language["name"], language["city"]) if name)
+        rows.append((f"name in {language['language']}", names))
+    rows += [(f"template {tag}", value) for tag, value in decoded["unreserved_templates"].items()]
+    rows.append(("CRC", f"{decoded['crc']} ({'valid' if decoded['crc_valid'] else 'INVALID'})"))
+    return rows
+
+
+# Which option of 'qr make' gives the value of each field, for error messages.
+_QR_MAKE_OPTIONS = {
+    "52": "--mcc",
+    "53": "--currency",
+    "54": "--amount",
+    "58": "--country",
+    "59": "--merchant-name",
+    "60": "--city",
+    "26": "--account-gui/--account-id",
+    "26.00": "--account-gui",
+    "26.01": "--account-id",
+    "64": "--alternate-name/--alternate-city",
+    "64.00": "--alternate-language",
+    "64.01": "--alternate-name",
+    "64.02": "--alternate-city",
+}
+_IMAGE_FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
+
+
+@qr.command("make")
+@click.option("--merchant-name", required=True, help="Printable ASCII, at most 25 characters.")
+@click.option("--city", required=True, help="Merchant city, printable ASCII, at most 15.")
+@click.option("--mcc", required=True, help="Merchant category code (ISO 18245), 4 digits.")
+@click.option("--currency", required=True, help="ISO 4217 alphabetic code, e.g. CNY.")
+@click.option(
+    "--amount",
+    default=None,
+    help="Amount in major units, e.g. 12.34; makes a dynamic code. Without it the payer"
+    " enters the amount (a static code).",
+)
+@click.option(
+    "--account-gui",
+    required=True,
+    help="Globally unique identifier of the merchant account template (ID 26), such as a"
+    " reverse domain name or an AID.",
+)
+@click.option("--account-id", required=True, help="The merchant's id at that network.")
+@click.option("--country", default="CN", show_default=True, help="ISO 3166-1 alpha-2 code.")
+@click.option(
+    "--alternate-name", default=None, help="Merchant name in another script, e.g. 最佳运输."
+)
+@click.option("--alternate-city", default=None, help="City in that script; needs --alternate-name.")
+@click.option(
+    "--alternate-language",
+    default="ZH",
+    show_default=True,
+    help="ISO 639 code of --alternate-name's language.",
+)
+@click.option("--svg", "svg_file", type=_IMAGE_FILE, help="Also write the QR code to FILE as SVG.")
+@click.option("--png", "png_file", type=_IMAGE_FILE, help="Also write the QR code to FILE as PNG.")
+def qr_make(
+    merchant_name: str,
+    city: str,
+    mcc: str,
+    currency: str,
+    amount: str | None,
+    account_gui: str,
+    account_id: str,
+    country: str,
+    alternate_name: str | None,
+    alternate_city: str | None,
+    alternate_language: str,
+    svg_file: Path | None,
+    png_file: Path | None,
+) -> None:
+    """Make an EMVCo QR code and print its payload.
+
+    The payload is that of a merchant-presented code, CRC included.
+
+    Example: zhifu qr make --merchant-name "BEST TRANSPORT" --city BEIJING
+    --mcc 4111 --currency CNY --amount 23.72 --account-gui com.example.pay
+    --account-id 8888 --png code.png
+    """
+    from zhifu.money import MoneyError, UnknownCurrencyError, parse_amount_minor
+    from zhifu.payments.emvco import (
+        AlternateLanguage,
+        MerchantAccount,
+        build_merchant_qr,
+        qr_image_png,
+        qr_image_svg,
+    )
+    from zhifu.payments.errors import QrCodeError
+
+    try:
+        amount_minor = None if amount is None else parse_amount_minor(amount, currency)
+    except UnknownCurrencyError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--currency'") from exc
+    except MoneyError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--amount'") from exc
+    if alternate_city is not None and alternate_name is None:
+        raise click.UsageError("--alternate-city needs --alternate-name")
+    language = None
+    if alternate_name is not None:
+        language = AlternateLanguage(alternate_language, alternate_name, alternate_city)
+    try:
+        payload = build_merchant_qr(
+            merchant_name=merchant_name,
+            merchant_city=city,
+            merchant_category_code=mcc,
+            currency=currency,
+            amount_minor=amount_minor,
+            merchant_accounts=[MerchantAccount.template("26", account_gui, {"01": account_id})],
+            country=country,
+            alternate_language=language,
+        )
+    except QrCodeError as exc:
+        option = _QR_MAKE_OPTIONS.get(exc.field)
+        if option is None:
+            raise click.UsageError(str(exc)) from exc
+        raise click.BadParameter(str(exc), param_hint=f"'{option}'") from exc
+    click.echo(payload)
+    if svg_file is not None:
+        svg_file.write_text(qr_image_svg(payload), encoding="utf-8")
+        click.echo(f"wrote {svg_file}", err=True)
+    if png_file is not None:
+        png_file.write_bytes(qr_image_png(payload))
+        click.echo(f"wrote {png_file}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -855,9 +855,10 @@ class IdentityService:
             raise SessionError("the session token is not valid; sign in again")
         token_hash = store.secret_hash(token)
 
-        def work(connection: Connection) -> Principal:
-            now = self.clock()
-            row = store.session_by_token_hash(connection, token_hash)
+        now = self.clock()
+
+        def work(connection: Connection) -> tuple[Principal, bool]:
+            row = store.session_for_request(connection, token_hash)
             if row is None or row.revoked_ts is not None:
                 raise SessionError("the session has ended; sign in again")
             kind = SubjectKind(row.subject_kind)
@@ -871,13 +872,9 @@ class IdentityService:
                     raise SessionError("the session has ended; sign in again")
                 roles = frozenset(Role(r) for r in store.roles_of(connection, row.subject_id))
                 username = staff.username
-            else:
-                customer = store.customer_by_id(connection, row.subject_id)
-                if customer is None or customer.status != "active":
-                    raise SessionError("the session has ended; sign in again")
-            if now - row.last_seen_ts >= LAST_SEEN_GRANULARITY_S * US:
-                store.touch_session(connection, row.id, now)
-            return Principal(
+            elif row.customer_status != "active":
+                raise SessionError("the session has ended; sign in again")
+            principal = Principal(
                 kind=kind.value,
                 id=str(row.subject_id),
                 roles=roles,
@@ -885,8 +882,19 @@ class IdentityService:
                 username=username,
                 factors=parse_factors(row.auth_methods),
             )
+            return principal, now - row.last_seen_ts >= LAST_SEEN_GRANULARITY_S * US
 
-        result: Principal = self._tx(work)
+        # A read, so requests do not queue for the writer's lock; the last use
+        # is written separately, at most every LAST_SEEN_GRANULARITY_S.
+        principal, stale = self._tx(work, write=False)
+        if stale:
+            older_than = now - LAST_SEEN_GRANULARITY_S * US + 1
+            self._tx(
+                lambda c: store.touch_session(
+                    c, principal.session_id, now, older_than_ts=older_than
+                )
+            )
+        result: Principal = principal
         return result
 
     def list_sessions(self, principal: Principal) -> list[SessionView]:

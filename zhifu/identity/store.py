@@ -165,17 +165,38 @@ def session_by_token_hash(connection: Connection, token_hash: bytes) -> Row[Any]
     return connection.execute(query).one_or_none()
 
 
+def session_for_request(connection: Connection, token_hash: bytes) -> Row[Any] | None:
+    """A session with its customer's status (``customer_status``, None for staff):
+    the one query an authenticated customer request costs."""
+    query = (
+        select(identity_sessions, identity_customers.c.status.label("customer_status"))
+        .select_from(
+            identity_sessions.outerjoin(
+                identity_customers,
+                and_(
+                    identity_sessions.c.subject_kind == "customer",
+                    identity_customers.c.id == identity_sessions.c.subject_id,
+                ),
+            )
+        )
+        .where(identity_sessions.c.token_hash == token_hash)
+    )
+    return connection.execute(query).one_or_none()
+
+
 def session_by_id(connection: Connection, session_id: uuid.UUID) -> Row[Any] | None:
     query = select(identity_sessions).where(identity_sessions.c.id == session_id)
     return connection.execute(query).one_or_none()
 
 
-def touch_session(connection: Connection, session_id: uuid.UUID, now_ts: int) -> None:
-    connection.execute(
-        update(identity_sessions)
-        .where(identity_sessions.c.id == session_id)
-        .values(last_seen_ts=now_ts)
-    )
+def touch_session(
+    connection: Connection, session_id: uuid.UUID, now_ts: int, *, older_than_ts: int | None = None
+) -> None:
+    """Move the session's last use to ``now_ts`` (only if it is before ``older_than_ts``)."""
+    query = update(identity_sessions).where(identity_sessions.c.id == session_id)
+    if older_than_ts is not None:
+        query = query.where(identity_sessions.c.last_seen_ts < older_than_ts)
+    connection.execute(query.values(last_seen_ts=now_ts))
 
 
 def update_session(connection: Connection, session_id: uuid.UUID, values: dict[str, Any]) -> None:

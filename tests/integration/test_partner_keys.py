@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import pytest
+from identity_factories import FakeClock
 from sqlalchemy import Engine, select, text
 
 from zhifu.identity import store
@@ -51,16 +52,6 @@ RACE_ROUNDS = 5
 RACE_TIMEOUT_S = 30.0
 
 
-class FakeClock:
-    """A clock the test moves by hand (microseconds)."""
-
-    def __init__(self, now_us: int = NOW_S * US) -> None:
-        self.now_us = now_us
-
-    def __call__(self) -> int:
-        return self.now_us
-
-
 @pytest.fixture
 def keyring() -> KeyRing:
     return KeyRing([("index", bytes(range(32))), ("k1", bytes(range(32, 64)))])
@@ -68,7 +59,7 @@ def keyring() -> KeyRing:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(NOW_S * US)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from identity_factories import FakeClock
 from sqlalchemy import Connection, Engine, Row, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -56,16 +57,6 @@ HOLD_S = 1.0  # how long a racing transaction waits for its rival before committ
 RACE_TIMEOUT_S = 30.0
 
 
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now_us: int = START_US) -> None:
-        self.now_us = now_us
-
-    def __call__(self) -> int:
-        return self.now_us
-
-
 @pytest.fixture
 def keyring() -> KeyRing:
     return KeyRing([("index", bytes(range(32))), ("k1", bytes(range(32, 64)))])
@@ -73,7 +64,7 @@ def keyring() -> KeyRing:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START_US)
 
 
 @pytest.fixture

@@ -29,3 +29,33 @@ class QrCodeError(PaymentError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class IllegalTransitionError(PaymentError):
+    """A payment order was asked to move to a state its lifecycle does not
+    allow from where it is; the message names the states allowed next."""
+
+    code = "illegal_transition"
+
+    def __init__(self, message: str, *, current: str, target: str) -> None:
+        super().__init__(message)
+        self.current = current
+        self.target = target
+
+
+class RefundTooLargeError(PaymentError):
+    """A refund would take back more than was paid (net of earlier refunds)."""
+
+    code = "refund_too_large"
+
+
+class InvalidIdempotencyKeyError(PaymentError):
+    """An ``Idempotency-Key`` header is missing or malformed."""
+
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyConflictError(PaymentError):
+    """An ``Idempotency-Key`` was reused for a request that is not the same."""
+
+    code = "idempotency_conflict"

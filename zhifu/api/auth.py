@@ -29,6 +29,7 @@ from zhifu.api.request_context import REQUEST_ID_STATE_KEY, route_template
 from zhifu.identity import errors as identity_errors
 from zhifu.identity.access import Permission, Principal
 from zhifu.identity.passkeys import PasskeyError
+from zhifu.invariant import InvariantError
 from zhifu.ops.audit import AuditContext, AuditEvent, Outcome
 from zhifu.ops.logging import get_logger
 from zhifu.security.request_signing import RequestSignatureError
@@ -77,7 +78,8 @@ def audit_context(request: Request) -> AuditContext:
             request_id=request.scope.get("state", {}).get(REQUEST_ID_STATE_KEY),
         )
         request.scope["state"][AUDIT_STATE_KEY] = ctx
-    assert isinstance(ctx, AuditContext)
+    if not isinstance(ctx, AuditContext):
+        raise InvariantError(f"request state {AUDIT_STATE_KEY!r} holds a {type(ctx).__name__}")
     return ctx
 
 
@@ -193,6 +195,9 @@ class AuditFallbackMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                # Recorded before the answer leaves: a client that reads the
+                # trail right after its answer finds the event there.
+                await self._fallback(scope, status)
             await send(message)
 
         try:
@@ -202,10 +207,12 @@ class AuditFallbackMiddleware:
                 # Answered outside, by the error boundary: with the status of
                 # the error's mapping, or 500 (499 is for a client gone).
                 mapping = error_mapping_for(exc)
-                status = 500 if mapping is None else mapping.status
+                await self._fallback(scope, 500 if mapping is None else mapping.status)
             raise
-        finally:
-            await self._fallback(scope, status)
+        except BaseException:  # cancelled: the client went away before any answer
+            if status is None:
+                await self._fallback(scope, None)
+            raise
 
     async def _fallback(self, scope: Scope, status: int | None) -> None:
         state = scope.get("state", {})

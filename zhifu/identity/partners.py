@@ -30,6 +30,7 @@ from zhifu.identity.access import Principal
 from zhifu.identity.errors import InvalidInputError, NotFoundError
 from zhifu.identity.service import US, Clock, now_us
 from zhifu.ids import uuid7
+from zhifu.invariant import InvariantError
 from zhifu.ops.audit import AuditContext, record
 from zhifu.security.envelope import KeyRing, column_context
 from zhifu.security.request_signing import (
@@ -164,7 +165,8 @@ class PartnerService:
                 ),
             )
             row = store.partner_key(connection, key_id)
-            assert row is not None
+            if row is None:  # written by this transaction
+                raise InvariantError("the row just written is missing")
             return _view(row)
 
         view: PartnerKeyView = run_in_transaction(self.engine, work)

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 from sqlalchemy import Connection, Engine, Row
 
@@ -103,6 +103,7 @@ from zhifu.identity.totp import (
     verify_totp,
 )
 from zhifu.ids import uuid7
+from zhifu.invariant import InvariantError
 from zhifu.ops.audit import AuditContext, record
 from zhifu.security.envelope import KeyRing, column_context
 from zhifu.security.signing import verify_signature
@@ -423,6 +424,19 @@ class IdentityService:
         result: CustomerView = self._tx(work, write=False)
         return result
 
+    def customer_id_by_mobile(self, mobile: str) -> uuid.UUID | None:
+        """The id of the customer registered with ``mobile``, or None: for the
+        operator's tools and the demo, never for an anonymous caller (it tells
+        whether a number is registered). Raises InvalidMobileError."""
+        index = self.keyring.blind_index(parse_mobile(mobile), purpose=MOBILE_PURPOSE)
+
+        def work(connection: Connection) -> uuid.UUID | None:
+            row = store.customer_by_index(connection, "mobile_index", index)
+            return None if row is None else row.id
+
+        result: uuid.UUID | None = self._tx(work, write=False)
+        return result
+
     def set_customer_status(
         self, customer_id: uuid.UUID, status: Literal["active", "disabled"], ctx: AuditContext
     ) -> CustomerView:
@@ -490,6 +504,41 @@ class IdentityService:
             index = self._customer_index(identifier)
         else:
             index = self.keyring.blind_index(identifier.strip().lower()[:64], purpose=STAFF_PURPOSE)
+        row, browser_id = self._login_subject(kind, identifier, index, browser_token, ctx)
+        keys = login_keys(index, ctx.source, known_browser=browser_id is not None)
+        if row is None:
+            self.hasher.dummy_verify()  # the same time as a real check: no enumeration
+            self._login_failed(kind, None, keys, ctx)
+        elif not (self.hasher.verify(row.password_hash, password) and row.status == "active"):
+            self._login_failed(kind, row, keys, ctx)
+        rehash = self.hasher.hash(password) if self.hasher.needs_rehash(row.password_hash) else None
+        subject = _Subject(kind, row.id, row)
+
+        def succeed(connection: Connection) -> LoginResult:
+            store.clear_throttle(connection, [k.key for k in keys if k.scope.value != "source"])
+            if rehash is not None:
+                updater = (
+                    store.update_customer if kind is SubjectKind.CUSTOMER else store.update_staff
+                )
+                updater(connection, row.id, {"password_hash": rehash})
+            return self._after_password(connection, subject, browser_id, user_agent, ctx)
+
+        result: LoginResult = self._tx(succeed)
+        return result
+
+    def _login_subject(
+        self,
+        kind: SubjectKind,
+        identifier: str,
+        index: bytes,
+        browser_token: str | None,
+        ctx: AuditContext,
+    ) -> tuple[Row[Any] | None, uuid.UUID | None]:
+        """The account an identifier names (None if none) and the known browser's id.
+
+        Raises ThrottledError (recorded) while a key of this attempt is blocked,
+        before any password is looked at.
+        """
 
         def look_up(connection: Connection) -> tuple[Row[Any] | None, uuid.UUID | None]:
             row = (
@@ -511,54 +560,33 @@ class IdentityService:
             return row, browser_id
 
         try:
-            row, browser_id = self._tx(look_up, write=False)
+            found: tuple[Row[Any] | None, uuid.UUID | None] = self._tx(look_up, write=False)
         except ThrottledError:
-            self._tx(
-                lambda c: record(
-                    c,
-                    ctx.event(f"identity.{kind.value}.login", outcome="denied", reason="throttled"),
-                )
-            )
+            event = ctx.event(f"identity.{kind.value}.login", outcome="denied", reason="throttled")
+            self._tx(lambda c: record(c, event))
             raise
-        if row is None:
-            self.hasher.dummy_verify()
-            ok = False
-        else:
-            ok = self.hasher.verify(row.password_hash, password) and row.status == "active"
-        keys = login_keys(index, ctx.source, known_browser=browser_id is not None)
-        if not ok:
-            target = None if row is None else f"{kind.value}:{row.id}"
+        return found
 
-            def fail(connection: Connection) -> None:
-                _count_failures(connection, keys, self.clock())
-                record(
-                    connection,
-                    ctx.event(
-                        f"identity.{kind.value}.login",
-                        target,
-                        "denied",
-                        reason="invalid_credentials",
-                    ),
-                )
+    def _login_failed(
+        self,
+        kind: SubjectKind,
+        row: Row[Any] | None,
+        keys: Sequence[ThrottleKey],
+        ctx: AuditContext,
+    ) -> NoReturn:
+        """Count the failure on every throttle key, record it, and refuse."""
+        target = None if row is None else f"{kind.value}:{row.id}"
+        event = ctx.event(
+            f"identity.{kind.value}.login", target, "denied", reason="invalid_credentials"
+        )
 
-            # A concurrent first failure of the same key inserts it too: retry, and count.
-            run_in_transaction(self.engine, fail, retry_unique_violation=True)
-            raise AuthenticationError()
-        assert row is not None
-        rehash = self.hasher.hash(password) if self.hasher.needs_rehash(row.password_hash) else None
-        subject = _Subject(kind, row.id, row)
+        def fail(connection: Connection) -> None:
+            _count_failures(connection, keys, self.clock())
+            record(connection, event)
 
-        def succeed(connection: Connection) -> LoginResult:
-            store.clear_throttle(connection, [k.key for k in keys if k.scope.value != "source"])
-            if rehash is not None:
-                updater = (
-                    store.update_customer if kind is SubjectKind.CUSTOMER else store.update_staff
-                )
-                updater(connection, row.id, {"password_hash": rehash})
-            return self._after_password(connection, subject, browser_id, user_agent, ctx)
-
-        result: LoginResult = self._tx(succeed)
-        return result
+        # A concurrent first failure of the same key inserts it too: retry, and count.
+        run_in_transaction(self.engine, fail, retry_unique_violation=True)
+        raise AuthenticationError()
 
     def _after_password(
         self,
@@ -834,7 +862,8 @@ class IdentityService:
         totp = store.totp_of(connection, kind, subject_id)
         if not _totp_confirmed(totp):
             return InvalidCodeError("two-step verification with an authenticator app is not set up")
-        assert totp is not None
+        if totp is None:  # _totp_confirmed said it exists
+            raise InvariantError("a confirmed TOTP credential has a row")
         secret = self._decrypt("identity_totp", "secret_enc", totp.id, totp.secret_enc)
         step = verify_totp(secret, code, now_s=now // US, last_used_step=totp.last_used_step)
         if step is None or not store.use_totp_step(connection, totp.id, step):

@@ -47,6 +47,7 @@ from zhifu.identity.model import check_password, normalise_name, normalise_usern
 from zhifu.identity.passwords import PasswordHasher, load_blocklist
 from zhifu.identity.service import US, Clock, now_us
 from zhifu.ids import uuid7
+from zhifu.invariant import InvariantError
 from zhifu.ops.audit import AuditContext, record
 from zhifu.security.envelope import KeyRing, column_context
 from zhifu.store.tables import identity_approvals, identity_staff_roles
@@ -211,7 +212,8 @@ class StaffService:
                 ),
             )
             row = store.staff_by_id(connection, staff_id)
-            assert row is not None
+            if row is None:  # written by this transaction
+                raise InvariantError("the row just written is missing")
             return self._view(connection, row)
 
         result: StaffView = run_in_transaction(self.engine, work, retry_unique_violation=True)
@@ -292,7 +294,8 @@ class StaffService:
                 ),
             )
             row = store.approval_by_id(connection, approval_id)
-            assert row is not None
+            if row is None:  # written by this transaction
+                raise InvariantError("the row just written is missing")
             return _approval_view(row, now)
 
         result: ApprovalView = run_in_transaction(self.engine, work)
@@ -388,7 +391,8 @@ class StaffService:
                 ),
             )
             fresh = store.approval_by_id(connection, approval_id)
-            assert fresh is not None
+            if fresh is None:  # written by this transaction
+                raise InvariantError("the row just written is missing")
             return _approval_view(fresh, now)
 
         outcome = run_in_transaction(self.engine, work)

@@ -447,7 +447,7 @@ def _utc_text(ts_us: int) -> str:
 
 # Modules that register their encrypted columns (zhifu.security.rotation.register)
 # when imported. One that does not exist yet is skipped; any other import error is not.
-ENCRYPTED_COLUMN_OWNERS = ("zhifu.identity.store",)
+ENCRYPTED_COLUMN_OWNERS = ("zhifu.identity.store", "zhifu.accounts.store", "zhifu.webhooks.store")
 
 
 def _encrypted_columns() -> list[EncryptedColumns]:
@@ -960,6 +960,56 @@ def qr_make(
     if png_file is not None:
         png_file.write_bytes(qr_image_png(payload))
         click.echo(f"wrote {png_file}", err=True)
+
+
+# --- webhooks -----------------------------------------------------------------------
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhooks to partners: send due deliveries now, replay a delivery.
+
+    The server sends them by itself every second; these are for operators.
+    """
+
+
+@webhooks.command("deliver-now")
+def webhooks_deliver_now() -> None:
+    """Run one dispatcher round now and print what it did.
+
+    Claims due outbox messages (webhook deliveries) in batches until a batch
+    comes back short, sends each, and prints how many were claimed, done,
+    rescheduled with backoff, dead-lettered after their last attempt, and lost
+    to another dispatcher whose lease took over.
+    """
+    with _runtime() as runtime:
+        counts = runtime.outbox_dispatcher.run_round()
+    click.echo(
+        f"claimed {counts.claimed}: done {counts.done}, retried {counts.retried},"
+        f" dead-lettered {counts.dead}, lost {counts.lost}"
+    )
+
+
+@webhooks.command("replay")
+@click.argument("delivery_id", type=click.UUID)
+def webhooks_replay(delivery_id: uuid.UUID) -> None:
+    """Deliver DELIVERY_ID's event again, as a new delivery to the same subscription.
+
+    The recipient sees the same Zhifu-Webhook-Id (the event id) and a new
+    Zhifu-Webhook-Delivery. The next dispatcher round (or 'zhifu webhooks
+    deliver-now') sends it. Recorded in the audit trail as system:cli.
+    """
+    from zhifu.ops.audit import system_context
+    from zhifu.webhooks.errors import WebhookError
+
+    with _runtime() as runtime:
+        try:
+            view = runtime.webhooks.replay(
+                delivery_id, system_context("system:cli"), partner_key_id=None
+            )
+        except WebhookError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"queued delivery {view.id}: a replay of {delivery_id} (event {view.event_id})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,6 +46,22 @@ def _int_env(env: dict[str, str], name: str, default: int, low: int, high: int) 
     return value
 
 
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+
+
+def _bool_env(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    word = raw.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _cors_origins(raw: str) -> tuple[str, ...]:
     """ZHIFU_CORS_ORIGINS: comma-separated exact origins, each checked."""
     origins = [entry.strip() for entry in raw.split(",") if entry.strip()]
@@ -106,6 +122,8 @@ class Settings:
     # WebAuthn relying party: passkeys are bound to this id and these origins.
     webauthn_rp_id: str = "localhost"
     webauthn_origins: tuple[str, ...] = ("http://localhost:8000",)
+    # Whether webhook subscriptions may name loopback URLs (development only).
+    webhooks_allow_loopback: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -152,4 +170,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             for o in (env.get("ZHIFU_WEBAUTHN_ORIGINS") or "http://localhost:8000").split(",")
             if o.strip()
         ),
+        webhooks_allow_loopback=_bool_env(env, "ZHIFU_WEBHOOKS_ALLOW_LOOPBACK", True),
     )

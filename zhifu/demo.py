@@ -1,4 +1,5 @@
-"""Demo data: a few ledger accounts and transfers, the same ids on every run."""
+"""Demo data: a few ledger accounts and transfers, a demo customer with bank
+accounts funded at the counter, and staff; the same ids on every run."""
 
 from __future__ import annotations
 
@@ -122,3 +123,46 @@ def seed_people(runtime: Runtime) -> Iterator[str]:
         with contextlib.suppress(AlreadyExistsError):
             runtime.staff.create_staff(username, name, password, ctx, roles=(role,))
         yield f"  staff {username:<8} ({role:<7}) {password}"
+    yield from seed_accounts(runtime)
+
+
+# The demo customer's accounts: (name, product, class, currency, cash paid in, nickname).
+DEMO_ACCOUNTS = (
+    ("current-cny", "current", "I", "CNY", "8888.00", "日常"),
+    ("savings-usd", "savings", "I", "USD", "1200.00", "Travel"),
+)
+
+
+def seed_accounts(runtime: Runtime) -> Iterator[str]:
+    """Open the demo customer's accounts and fund them through the teller use
+    case; the account ids and idempotency keys are fixed, so a second run opens
+    and deposits nothing."""
+    from zhifu.accounts.errors import CustomerNotFoundError
+    from zhifu.accounts.model import format_digit_groups
+    from zhifu.ops.audit import system_context
+
+    customer_id = runtime.identity.customer_id_by_mobile(DEMO_CUSTOMER["mobile"])
+    ctx = system_context("system:demo")
+    for name, product, account_class, currency, amount, nickname in DEMO_ACCOUNTS:
+        try:
+            view = runtime.accounts.open_account(
+                customer_id or uuid.UUID(int=0),
+                product,
+                account_class,
+                currency,
+                ctx,
+                nickname=nickname,
+                account_id=demo_id(f"li-wei:{name}"),
+            )
+        except CustomerNotFoundError:  # disabled since an earlier run
+            yield "accounts: the demo customer is disabled; none opened"
+            return
+        money = Money.parse(amount, currency)
+        receipt = runtime.accounts.cash_deposit(
+            view.id, money.amount_minor, currency, f"demo-{name}", ctx
+        )
+        shown = runtime.accounts.get_account(view.customer_id, view.id)
+        number = format_digit_groups(view.number)
+        again = "  (deposited before)" if receipt.replayed else ""
+        yield f"  account {number}  {product:<7} {shown.balance.format()}{again}"
+    runtime.ledger.seal()

@@ -8,11 +8,13 @@ use, so a command that only migrates the schema needs no signing key.
 from __future__ import annotations
 
 import gc
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from sqlalchemy import Engine
 
+from zhifu.accounts.service import AccountsService
 from zhifu.config import ConfigError, Settings, load_settings
 from zhifu.identity.partners import PartnerService
 from zhifu.identity.passkeys import RelyingParty
@@ -22,11 +24,14 @@ from zhifu.ledger.group_commit import GroupCommitter
 from zhifu.ledger.service import LedgerService
 from zhifu.ledger.worker import LedgerWorker
 from zhifu.ops.audit import AuditCheckpointer, AuditTrail
+from zhifu.ops.outbox import OutboxDispatcher
 from zhifu.ops.periodic import PeriodicTask
 from zhifu.security.envelope import KeyRing
 from zhifu.security.service_token import load_service_token
 from zhifu.security.signing import Ed25519Signer, public_key_from_base64
 from zhifu.store.engine import create_db_engine
+from zhifu.webhooks.service import WEBHOOK_TOPIC, WebhookService
+from zhifu.webhooks.transport import HttpxTransport
 
 # The ledger allocates many short-lived objects per batch and builds no
 # reference cycles; the default threshold (700) runs the cyclic collector
@@ -34,6 +39,8 @@ from zhifu.store.engine import create_db_engine
 GC_THRESHOLD_GEN0 = 50_000
 RELYING_PARTY_NAME = "zhifu 智付"
 IDENTITY_UPKEEP_INTERVAL_S = 300.0
+WEBHOOK_DISPATCH_INTERVAL_S = 1.0
+OUTBOX_PRUNE_INTERVAL_S = 3600.0
 
 
 def tune_gc() -> None:
@@ -100,9 +107,50 @@ class Runtime:
         return task
 
     @cached_property
+    def webhooks(self) -> WebhookService:
+        """Webhook subscriptions, the delivery log and replays (ZHIFU_WEBHOOKS_*)."""
+        return WebhookService(
+            self.engine,
+            self.keyring,
+            HttpxTransport(),
+            allow_loopback=self.settings.webhooks_allow_loopback,
+        )
+
+    @cached_property
+    def outbox_dispatcher(self) -> OutboxDispatcher:
+        """Sends the transactional outbox's messages: webhook deliveries so far."""
+        return OutboxDispatcher(self.engine, {WEBHOOK_TOPIC: self.webhooks.topic_handler()})
+
+    @cached_property
+    def webhook_dispatcher(self) -> PeriodicTask:
+        """Runs outbox dispatcher rounds every second, and prunes sent messages hourly.
+
+        Closing it stops the round after the message in hand; claimed messages
+        not yet started are handed back.
+        """
+        dispatcher = self.outbox_dispatcher
+        last_prune_s = time.monotonic()
+
+        def dispatch() -> None:
+            nonlocal last_prune_s
+            dispatcher.run_round(lambda: task.stopping)
+            if time.monotonic() - last_prune_s >= OUTBOX_PRUNE_INTERVAL_S:
+                last_prune_s = time.monotonic()
+                dispatcher.prune_done()
+
+        task = PeriodicTask("webhook-dispatcher", dispatch, interval_s=WEBHOOK_DISPATCH_INTERVAL_S)
+        self._closers.append(task)
+        return task
+
+    @cached_property
     def ledger(self) -> LedgerService:
         trusted = [public_key_from_base64(k) for k in self.settings.ledger_verify_keys]
         return LedgerService(self.engine, self.signer, trusted_keys=trusted)
+
+    @cached_property
+    def accounts(self) -> AccountsService:
+        """Customers' accounts and cards, and teller cash, over the ledger."""
+        return AccountsService(self.engine, self.ledger, self.keyring)
 
     @cached_property
     def ledger_committer(self) -> GroupCommitter:

@@ -164,6 +164,7 @@ class World:
         self.partner: PartnerKey = bank.partner_key(admin_token, "ed25519")
         self.accounts = [self.new_account(), self.new_account()]
         self.transfer_id = self.new_transfer()
+        self._teller_account: str | None = None
 
     def token(self, who: Person) -> str:
         return self.tokens[who.actor]
@@ -240,6 +241,65 @@ class World:
         result = response.json()
         assert result["status"] == "mfa_required", result
         return result["confirmation"], self.bank.remember("login ticket", result["ticket"])
+
+    # --- bank accounts and cards -----------------------------------------------------------
+
+    def bank_account(self, who: Customer, *, frozen: bool = False) -> dict[str, Any]:
+        """A new CNY account of ``who``'s, opened (and frozen) through the API."""
+        token = self.token(who)
+        body = {"product": "current", "account_class": "I", "currency": "CNY"}
+        opened = self.bank.call("POST", "/v1/accounts", token, json=body)
+        assert opened.status_code == 201, opened.text
+        account: dict[str, Any] = opened.json()
+        if frozen:
+            path = f"/v1/accounts/{account['id']}/freeze"
+            response = self.bank.call("POST", path, token)
+            assert response.status_code == 200, response.text
+            account = response.json()
+        return account
+
+    def card(self, who: Customer, *, status: str = "active") -> dict[str, Any]:
+        """A new card of ``who``'s, on a new account, brought to ``status``."""
+        token = self.token(who)
+        account = self.bank_account(who)
+        issued = self.bank.call("POST", f"/v1/accounts/{account['id']}/cards", token)
+        assert issued.status_code == 201, issued.text
+        card: dict[str, Any] = issued.json()
+        action = {"frozen": "freeze", "lost": "report-lost"}.get(status)
+        if action is not None:
+            response = self.bank.call("POST", f"/v1/cards/{card['id']}/{action}", token)
+            assert response.status_code == 200, response.text
+            card = response.json()
+        return card
+
+    def account_unchanged(self, who: Customer, account: dict[str, Any]) -> Callable[[], bool]:
+        def check() -> bool:
+            response = self.bank.call("GET", f"/v1/accounts/{account['id']}", self.token(who))
+            assert response.status_code == 200, response.text
+            now = response.json()
+            return all(now[k] == account[k] for k in ("status", "nickname", "is_default"))
+
+        return check
+
+    def card_unchanged(self, who: Customer, card: dict[str, Any]) -> Callable[[], bool]:
+        def check() -> bool:
+            path = f"/v1/accounts/{card['account_id']}/cards"
+            response = self.bank.call("GET", path, self.token(who))
+            assert response.status_code == 200, response.text
+            cards = {c["id"]: c for c in response.json()}
+            return (
+                card["id"] in cards
+                and cards[card["id"]]["status"] == card["status"]
+                and len(cards) == 1
+            )
+
+        return check
+
+    def teller_account(self) -> str:
+        """A customer's account that the teller routes pay into and out of."""
+        if self._teller_account is None:
+            self._teller_account = self.bank_account(self.scratch_customer())["id"]
+        return self._teller_account
 
     # --- the ledger -------------------------------------------------------------------------
 
@@ -461,6 +521,50 @@ def _partner_ping(method: str) -> Build:
     return build
 
 
+# Webhook subscriptions of the matrix point where nobody listens: deliveries are retried.
+WEBHOOK_BODY: Final = b'{"url": "http://127.0.0.1:9/matrix-hooks", "event_types": ["payment.*"]}'
+
+
+def _signed(world: World, method: str, path: str, body: bytes = b"") -> Call:
+    headers = world.partner.sign(method, path, body)
+    if body:
+        headers["Content-Type"] = "application/json"
+    return Call(path, headers=headers, content=body or None)
+
+
+def _send_signed(world: World, method: str, path: str, body: bytes = b"") -> httpx.Response:
+    call = _signed(world, method, path, body)
+    return world.bank.call(method, path, headers=call.headers, content=call.content)
+
+
+def _webhook(world: World, *, fresh: bool = False) -> str:
+    """The id of a webhook subscription of the world's partner (a new one if ``fresh``)."""
+    if not fresh:
+        listed = _send_signed(world, "GET", "/v1/partner/webhooks")
+        assert listed.status_code == 200, listed.text
+        if listed.json():
+            return str(listed.json()[0]["id"])
+    created = _send_signed(world, "POST", "/v1/partner/webhooks", WEBHOOK_BODY)
+    assert created.status_code == 201, created.text
+    world.bank.remember("webhook secret", created.json()["secret"])
+    return str(created.json()["id"])
+
+
+def _webhooks(method: str, suffix: str = "", *, fresh: bool = False) -> Build:
+    def build(world: World, who: None) -> Call:
+        return _signed(
+            world, method, f"/v1/partner/webhooks/{_webhook(world, fresh=fresh)}{suffix}"
+        )
+
+    return build
+
+
+def _webhook_replay(world: World, who: None) -> Call:
+    test = _send_signed(world, "POST", f"/v1/partner/webhooks/{_webhook(world)}/test")
+    assert test.status_code == 202, test.text
+    return _signed(world, "POST", f"/v1/partner/webhook-deliveries/{test.json()['id']}/replay")
+
+
 def _close_account(world: World, who: None) -> Call:
     return Call(f"/v1/ledger/accounts/{world.new_account()}/close")
 
@@ -469,6 +573,46 @@ def _ledger(suffix: str) -> Build:
     def build(world: World, who: None) -> Call:
         return Call(
             "/v1/ledger/" + suffix.format(account=world.accounts[0], transfer=world.transfer_id)
+        )
+
+    return build
+
+
+def _on_account(suffix: str = "", *, frozen: bool = False, json: Any = None) -> Build:
+    def build(world: World, who: Customer) -> Call:
+        account = world.bank_account(who, frozen=frozen)
+        return Call(
+            f"/v1/accounts/{account['id']}{suffix}",
+            json=json,
+            still_there=world.account_unchanged(who, account),
+        )
+
+    return build
+
+
+def _on_card(suffix: str, *, status: str = "active") -> Build:
+    def build(world: World, who: Customer) -> Call:
+        card = world.card(who, status=status)
+        return Call(f"/v1/cards/{card['id']}{suffix}", still_there=world.card_unchanged(who, card))
+
+    return build
+
+
+def _teller(kind: str) -> Build:
+    def build(world: World, who: Staff) -> Call:
+        account_id = world.teller_account()
+        body = {"account_id": account_id, "amount": "1.00", "currency": "CNY"}
+        if kind == "withdrawals":  # money to pay out, deposited by the same teller first
+            funded = world.bank.call(
+                "POST",
+                "/v1/teller/deposits",
+                world.token(who),
+                json=body,
+                headers={"Idempotency-Key": secrets.token_hex(8)},
+            )
+            assert funded.status_code == 200, funded.text
+        return Call(
+            f"/v1/teller/{kind}", json=body, headers={"Idempotency-Key": secrets.token_hex(8)}
         )
 
     return build
@@ -558,7 +702,60 @@ MATRIX: Final[dict[tuple[str, str], Route]] = {
     ("DELETE", "/v1/me/devices/{device_id}"): Route(
         Access.CUSTOMER, _delete_device, (204,), owned=True, step_up=True
     ),
+    # --- customers' bank accounts and cards, their own only
+    ("POST", "/v1/accounts"): Route(
+        Access.CUSTOMER,
+        lambda world, who: Call(
+            "/v1/accounts", json={"product": "current", "account_class": "I", "currency": "CNY"}
+        ),
+        (201,),
+    ),
+    ("GET", "/v1/accounts"): Route(Access.CUSTOMER, plain("/v1/accounts"), (200,)),
+    ("GET", "/v1/accounts/{account_id}"): Route(Access.CUSTOMER, _on_account(), (200,), owned=True),
+    ("PATCH", "/v1/accounts/{account_id}"): Route(
+        Access.CUSTOMER, _on_account(json={"nickname": "Matrix savings"}), (200,), owned=True
+    ),
+    ("POST", "/v1/accounts/{account_id}/freeze"): Route(
+        Access.CUSTOMER, _on_account("/freeze"), (200,), owned=True
+    ),
+    ("POST", "/v1/accounts/{account_id}/unfreeze"): Route(
+        Access.CUSTOMER, _on_account("/unfreeze", frozen=True), (200,), owned=True, step_up=True
+    ),
+    ("POST", "/v1/accounts/{account_id}/close"): Route(
+        Access.CUSTOMER, _on_account("/close"), (200,), owned=True
+    ),
+    ("POST", "/v1/accounts/{account_id}/cards"): Route(
+        Access.CUSTOMER, _on_account("/cards"), (201,), owned=True
+    ),
+    ("GET", "/v1/accounts/{account_id}/cards"): Route(
+        Access.CUSTOMER, _on_account("/cards"), (200,), owned=True
+    ),
+    ("GET", "/v1/cards"): Route(Access.CUSTOMER, plain("/v1/cards"), (200,)),
+    ("POST", "/v1/cards/{card_id}/freeze"): Route(
+        Access.CUSTOMER, _on_card("/freeze"), (200,), owned=True
+    ),
+    ("POST", "/v1/cards/{card_id}/unfreeze"): Route(
+        Access.CUSTOMER, _on_card("/unfreeze", status="frozen"), (200,), owned=True, step_up=True
+    ),
+    ("POST", "/v1/cards/{card_id}/report-lost"): Route(
+        Access.CUSTOMER, _on_card("/report-lost"), (200,), owned=True
+    ),
+    ("POST", "/v1/cards/{card_id}/reissue"): Route(
+        Access.CUSTOMER, _on_card("/reissue", status="lost"), (201,), owned=True
+    ),
     # --- staff, by permission
+    ("POST", "/v1/teller/deposits"): Route(
+        Access.STAFF, _teller("deposits"), (200,), Permission.CASH_MANAGE
+    ),
+    ("POST", "/v1/teller/withdrawals"): Route(
+        Access.STAFF, _teller("withdrawals"), (200,), Permission.CASH_MANAGE
+    ),
+    ("GET", "/v1/admin/customers/{customer_id}/accounts"): Route(
+        Access.STAFF,
+        lambda world, who: Call(f"/v1/admin/customers/{world.alice.id}/accounts"),
+        (200,),
+        Permission.CUSTOMERS_READ,
+    ),
     ("POST", "/v1/admin/staff"): Route(Access.STAFF, _new_staff, (201,), Permission.STAFF_MANAGE),
     ("GET", "/v1/admin/staff"): Route(
         Access.STAFF, plain("/v1/admin/staff"), (200,), Permission.STAFF_READ
@@ -623,6 +820,26 @@ MATRIX: Final[dict[tuple[str, str], Route]] = {
     # --- partners, by signed request
     ("GET", "/v1/partner/ping"): Route(Access.PARTNER, _partner_ping("GET"), (200,)),
     ("POST", "/v1/partner/ping"): Route(Access.PARTNER, _partner_ping("POST"), (200,)),
+    ("POST", "/v1/partner/webhooks"): Route(
+        Access.PARTNER,
+        lambda world, who: _signed(world, "POST", "/v1/partner/webhooks", WEBHOOK_BODY),
+        (201,),
+    ),
+    ("GET", "/v1/partner/webhooks"): Route(
+        Access.PARTNER, lambda world, who: _signed(world, "GET", "/v1/partner/webhooks"), (200,)
+    ),
+    ("DELETE", "/v1/partner/webhooks/{subscription_id}"): Route(
+        Access.PARTNER, _webhooks("DELETE", fresh=True), (204,)
+    ),
+    ("GET", "/v1/partner/webhooks/{subscription_id}/deliveries"): Route(
+        Access.PARTNER, _webhooks("GET", "/deliveries"), (200,)
+    ),
+    ("POST", "/v1/partner/webhooks/{subscription_id}/test"): Route(
+        Access.PARTNER, _webhooks("POST", "/test"), (202,)
+    ),
+    ("POST", "/v1/partner/webhook-deliveries/{delivery_id}/replay"): Route(
+        Access.PARTNER, _webhook_replay, (202,)
+    ),
     # --- the bank's own services: the service token
     ("POST", "/v1/ledger/accounts"): Route(
         Access.SERVICE,

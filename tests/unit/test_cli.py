@@ -233,14 +233,16 @@ def test_ledger_verify_passes_on_an_empty_ledger(migrated: dict[str, str | None]
 def test_ledger_verify_passes_on_a_clean_ledger(migrated: dict[str, str | None]) -> None:
     _ok(migrated, "demo", "seed")
     text = _ok(migrated, "ledger", "verify").output
-    assert "4 accounts, 5 transfers" in text
+    # The demo ledger's 4 accounts and 5 transfers, and the demo customer's 2 bank
+    # accounts, the bank's 2 cash accounts and 2 cash deposits.
+    assert "8 accounts, 7 transfers" in text
     assert "FAIL" not in text
     assert text.strip().endswith("ledger verified")
 
     report = json.loads(_ok(migrated, "ledger", "verify", "--json").stdout)
     assert report["ok"] is True
-    assert report["accounts"] == 4
-    assert report["transfers"] == 5
+    assert report["accounts"] == 8
+    assert report["transfers"] == 7
     assert report["blocks"] >= 1
     assert report["unsealed_batches"] == 0
     assert report["checks"]

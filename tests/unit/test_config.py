@@ -129,3 +129,28 @@ def test_cors_origins_at_the_limits_and_one_past():
     with pytest.raises(ConfigError, match=f"longer than {CORS_ORIGIN_LENGTH_MAX}") as caught:
         load_settings({"ZHIFU_CORS_ORIGINS": longest + "a"})
     assert longest not in str(caught.value)  # a huge value is not echoed whole
+
+
+@pytest.mark.parametrize(
+    ("raw", "allowed"),
+    [
+        (None, True),
+        ("", True),
+        ("true", True),
+        ("1", True),
+        ("YES", True),
+        ("on", True),
+        ("false", False),
+        ("0", False),
+        ("No", False),
+        (" off ", False),
+    ],
+)
+def test_webhooks_allow_loopback(raw, allowed):
+    env = {} if raw is None else {"ZHIFU_WEBHOOKS_ALLOW_LOOPBACK": raw}
+    assert load_settings(env).webhooks_allow_loopback is allowed
+
+
+def test_webhooks_allow_loopback_refuses_other_words():
+    with pytest.raises(ConfigError, match="ZHIFU_WEBHOOKS_ALLOW_LOOPBACK must be true or false"):
+        load_settings({"ZHIFU_WEBHOOKS_ALLOW_LOOPBACK": "maybe"})

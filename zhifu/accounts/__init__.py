@@ -67,8 +67,17 @@ Rules and invariants:
 11. Nicknames are 1 to 32 characters after NFC, with runs of spaces made one;
     no control, invisible or line-break characters.
 
-What exists so far: ``errors.py`` (the root :class:`AccountsError`) and
-``model.py`` (pure: the rules above). Not built yet: ``service.py`` and
-``store.py`` (opening, binding the Class I account, spending totals, card
-issue and the token vault), and the API.
+12. An account row and its ledger account share one id; the ledger account is
+    created first, so an account row always has one. At most one default
+    account per customer and currency (checked again by a partial unique
+    index). A card number is stored only encrypted, found by a blind index,
+    and shown masked; it never reaches an audit event or a log.
+
+The files: ``errors.py`` (the root :class:`AccountsError`), ``model.py``
+(pure: the rules above), ``store.py`` (SQL), ``service.py`` (the use cases:
+opening, balances, nicknames and defaults, freezing, closing, cards, teller
+cash; its docstring says how the two stores stay consistent) and the API in
+``zhifu/api/routers/accounts.py``; docs/accounts.md for the whole picture.
+Not built yet: binding Class II/III accounts to a Class I account, and the
+running totals that daily and yearly limits need (with payments).
 """

@@ -188,3 +188,57 @@ class InvalidNicknameError(AccountsError):
     invisible characters."""
 
     code = "invalid_nickname"
+
+
+class AccountNotFoundError(AccountsError):
+    """Raised when no account has this id or number, or it belongs to another
+    customer (the two are not told apart: that would confirm the account exists)."""
+
+    code = "account_not_found"
+
+
+class CardNotFoundError(AccountsError):
+    """Raised when no card has this id, or it is on another customer's account."""
+
+    code = "card_not_found"
+
+
+class CustomerNotFoundError(AccountsError):
+    """Raised when an account is opened or listed for a customer who does not
+    exist or is disabled."""
+
+    code = "customer_not_found"
+
+
+class QuotaExceededError(AccountsError):
+    """Raised when a customer would hold more accounts, or an account more cards,
+    than the limits allow (``ACCOUNTS_*_MAX``, ``CARDS_*_MAX`` in the service)."""
+
+    code = "quota_exceeded"
+
+
+class InsufficientFundsError(AccountsError):
+    """Raised when a withdrawal is more than the account's available balance."""
+
+    code = "insufficient_funds"
+
+
+class InvalidIdempotencyKeyError(AccountsError):
+    """Raised when an idempotency key is missing, too long or holds characters
+    other than A-Z, a-z, 0-9, '_' and '-'."""
+
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyConflictError(AccountsError):
+    """Raised when an idempotency key comes back with a different request than
+    the one it was first used for (another amount, account, currency or kind),
+    or for one that was refused and is tried again in another shape."""
+
+    code = "idempotency_conflict"
+
+
+class InvalidCashAmountError(AccountsError):
+    """Raised when a cash amount is not positive or above the per-operation maximum."""
+
+    code = "invalid_cash_amount"

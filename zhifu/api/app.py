@@ -31,7 +31,7 @@ from zhifu.api.docs_page import CONTENT_SECURITY_POLICY, docs_html
 from zhifu.api.middleware import RequestContextMiddleware
 from zhifu.api.problems import install_problem_handlers, problem_openapi
 from zhifu.api.request_context import REQUEST_ID_HEADER
-from zhifu.api.routers import admin, health, identity, ledger
+from zhifu.api.routers import accounts, admin, health, identity, ledger, webhooks
 from zhifu.api.security_headers import SecurityHeadersMiddleware
 from zhifu.config import load_settings
 from zhifu.ops.logging import configure_logging, get_logger
@@ -66,8 +66,24 @@ OPENAPI_TAGS: Final = [
         "description": "Staff, roles through maker-checker approvals, customer administration"
         " and partner API keys. Each endpoint needs one named permission.",
     },
+    {
+        "name": "accounts",
+        "description": "A customer's bank accounts (products, PBOC classes, balances, nicknames,"
+        " defaults, freezing, closing) and debit cards (issue, freeze, report lost, reissue).",
+    },
+    {
+        "name": "teller",
+        "description": "Cash deposits and withdrawals at the counter, exactly once per"
+        " Idempotency-Key. Each endpoint needs the permission cash.manage.",
+    },
     {"name": "audit", "description": "The hash-chained audit trail, for auditors."},
     {"name": "partners", "description": "Endpoints for partners who sign their requests."},
+    {
+        "name": "webhooks",
+        "description": "A partner's webhook subscriptions, their delivery log, replays and"
+        " test events. Signed partner requests; how to check a webhook's signature is in"
+        " docs/payments.md.",
+    },
 ]
 CORS_ALLOW_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 CORS_ALLOW_HEADERS: Final = (
@@ -133,6 +149,8 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(ledger.router)
     app.include_router(identity.router)
     app.include_router(admin.router)
+    app.include_router(accounts.router)
+    app.include_router(webhooks.router)
 
 
 def create_app_from_env() -> FastAPI:
@@ -157,6 +175,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.ledger_worker.start()
         runtime.audit_checkpointer.start()
         runtime.identity_upkeep.start()
+        runtime.webhook_dispatcher.start()
     try:
         yield
     finally:

@@ -59,10 +59,15 @@ class Permission(StrEnum):
     RISK_MANAGE = "risk.manage"
     LIMITS_MANAGE = "limits.manage"
     FEES_MANAGE = "fees.manage"
+    CASH_MANAGE = "cash.manage"
 
 
 ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
-    Role.TELLER: frozenset({Permission.CUSTOMERS_READ, Permission.CUSTOMERS_MANAGE}),
+    # Tellers serve customers at the counter: they read and manage customers and
+    # take cash deposits and pay cash withdrawals.
+    Role.TELLER: frozenset(
+        {Permission.CUSTOMERS_READ, Permission.CUSTOMERS_MANAGE, Permission.CASH_MANAGE}
+    ),
     Role.RISK_ANALYST: frozenset(
         {Permission.CUSTOMERS_READ, Permission.RISK_READ, Permission.RISK_MANAGE}
     ),
@@ -86,6 +91,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
             Permission.PARTNERS_MANAGE,
             Permission.LIMITS_MANAGE,
             Permission.FEES_MANAGE,
+            Permission.CASH_MANAGE,
             Permission.RISK_READ,
             Permission.RISK_MANAGE,
         }

@@ -118,6 +118,16 @@ LEDGER_HOLDS_EXPIRED: Final = Counter(
 )
 
 
+# --- outbox -------------------------------------------------------------------------------
+
+OUTBOX_MESSAGES: Final = Counter(
+    "zhifu_outbox_messages",
+    "Outbox messages this process handled, by topic and outcome (done, retried, dead, lost).",
+    ("topic", "outcome"),
+    registry=REGISTRY,
+)
+
+
 def observe_http_request(method: str, route: str, status: int, duration_s: float) -> None:
     """Record one answered HTTP request."""
     HTTP_REQUESTS.labels(method, route, str(status)).inc()

@@ -28,6 +28,11 @@ class PeriodicTask:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`close` was called: a long round should end early."""
+        return self._stop.is_set()
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     ForeignKey,
@@ -471,4 +472,182 @@ identity_approvals = Table(
     ),
     CheckConstraint("checker IS NULL OR checker <> maker", name="four_eyes"),
     Index("ix_identity_approvals_status_created_ts", "status", "created_ts"),
+)
+
+# --- accounts (zhifu.accounts) ---------------------------------------------------------
+#
+# An account row points at the ledger account that holds its money: both share
+# one id. Card numbers are stored only as envelope tokens (``pan_enc``, the
+# master key id of the row in ``pii_key_id``) and looked up by a blind index.
+
+accounts_accounts = Table(
+    "accounts_accounts",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("customer_id", Id128, ForeignKey("identity_customers.id"), nullable=False),
+    Column("number", String(19), nullable=False, unique=True),
+    Column("product", String(16), nullable=False),
+    Column("account_class", String(3), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("nickname", String(32), nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("is_default", Boolean, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Column("closed_ts", BigInteger, nullable=True),
+    CheckConstraint("status IN ('open', 'frozen', 'closed')", name="status_known"),
+    CheckConstraint("account_class IN ('I', 'II', 'III')", name="account_class_known"),
+    CheckConstraint("length(number) = 19", name="number_length"),
+    CheckConstraint("(status = 'closed') = (closed_ts IS NOT NULL)", name="closed_ts_iff_closed"),
+    CheckConstraint("status <> 'closed' OR NOT is_default", name="closed_is_not_default"),
+    Index("ix_accounts_accounts_customer_id", "customer_id"),
+    # At most one default account per customer and currency.
+    Index(
+        "uq_accounts_accounts_default",
+        "customer_id",
+        "currency",
+        unique=True,
+        sqlite_where=text("is_default"),
+        postgresql_where=text("is_default"),
+    ),
+)
+
+accounts_cards = Table(
+    "accounts_cards",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("account_id", Id128, ForeignKey("accounts_accounts.id"), nullable=False),
+    Column("token", String(19), nullable=False, unique=True),
+    Column("pan_enc", LargeBinary, nullable=False),
+    Column("pan_index", LargeBinary(32), nullable=False, unique=True),
+    Column("pii_key_id", String(32), nullable=False, index=True),
+    Column("last4", String(4), nullable=False),
+    Column("expiry_year", Integer, nullable=False),
+    Column("expiry_month", Integer, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("replaced_by", Id128, ForeignKey("accounts_cards.id"), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    CheckConstraint("status IN ('active', 'frozen', 'lost', 'closed')", name="status_known"),
+    CheckConstraint("expiry_month BETWEEN 1 AND 12", name="expiry_month_range"),
+    CheckConstraint("replaced_by IS NULL OR status = 'lost'", name="only_lost_is_replaced"),
+    Index("ix_accounts_cards_account_id", "account_id"),
+)
+
+# --- transactional outbox (zhifu.ops.outbox) ---------------------------------------------
+#
+# Messages written in the database transaction of the change they announce and
+# sent by a dispatcher once that transaction has committed. A dispatcher pass
+# claims a message by setting ``lease_owner`` and ``lease_until_ts``.
+
+ops_outbox = Table(
+    "ops_outbox",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("topic", String(64), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("available_ts", BigInteger, nullable=False),
+    Column("lease_owner", Id128, nullable=True),
+    Column("lease_until_ts", BigInteger, nullable=True),
+    Column("last_error", String(256), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("done_ts", BigInteger, nullable=True),
+    CheckConstraint("status IN ('pending', 'done', 'dead')", name="status_known"),
+    CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+    CheckConstraint("(lease_owner IS NULL) = (lease_until_ts IS NULL)", name="lease_complete"),
+    CheckConstraint("(status = 'pending') = (done_ts IS NULL)", name="done_ts_iff_finished"),
+    Index("ix_ops_outbox_status_available_ts", "status", "available_ts"),
+)
+
+# --- webhooks (zhifu.webhooks) -----------------------------------------------------------
+#
+# A partner key's subscriptions (the signing secret only as an envelope token,
+# its master key id in ``pii_key_id``), the events published to them, one
+# delivery per event and subscription (a replay is a new delivery of the same
+# event) and every attempt of every delivery: the delivery log.
+
+webhooks_subscriptions = Table(
+    "webhooks_subscriptions",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column(
+        "partner_key_id", String(64), ForeignKey("identity_partner_keys.key_id"), nullable=False
+    ),
+    Column("url", String(1024), nullable=False),
+    Column("event_types", Text, nullable=False),
+    Column("secret_enc", LargeBinary, nullable=False),
+    Column("pii_key_id", String(32), nullable=False, index=True),
+    Column("status", String(8), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("deleted_ts", BigInteger, nullable=True),
+    CheckConstraint("status IN ('active', 'deleted')", name="status_known"),
+    CheckConstraint(
+        "(status = 'deleted') = (deleted_ts IS NOT NULL)", name="deleted_ts_iff_deleted"
+    ),
+    Index("ix_webhooks_subscriptions_partner_key_id_status", "partner_key_id", "status"),
+)
+
+webhooks_events = Table(
+    "webhooks_events",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column(
+        "partner_key_id", String(64), ForeignKey("identity_partner_keys.key_id"), nullable=False
+    ),
+    Column("event_type", String(64), nullable=False),
+    # The exact JSON text that is signed and sent, the same on every attempt.
+    Column("body", Text, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+webhooks_deliveries = Table(
+    "webhooks_deliveries",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("event_id", Id128, ForeignKey("webhooks_events.id"), nullable=False),
+    Column("subscription_id", Id128, ForeignKey("webhooks_subscriptions.id"), nullable=False),
+    Column("origin", String(8), nullable=False),
+    Column("replay_of", Id128, ForeignKey("webhooks_deliveries.id"), nullable=True),
+    Column("status", String(9), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("last_attempt_ts", BigInteger, nullable=True),
+    Column("completed_ts", BigInteger, nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'succeeded', 'failed', 'cancelled')", name="status_known"
+    ),
+    CheckConstraint("origin IN ('event', 'replay', 'test')", name="origin_known"),
+    CheckConstraint("(origin = 'replay') = (replay_of IS NOT NULL)", name="replay_of_iff_replay"),
+    CheckConstraint(
+        "(status = 'pending') = (completed_ts IS NULL)", name="completed_ts_iff_completed"
+    ),
+    CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+    Index("ix_webhooks_deliveries_subscription_id_id", "subscription_id", "id"),
+    Index(
+        "ix_webhooks_deliveries_pending",
+        "subscription_id",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+
+# One row per attempt: an HTTP status code, or the class of the network error.
+webhooks_attempts = Table(
+    "webhooks_attempts",
+    metadata,
+    Column("delivery_id", Id128, ForeignKey("webhooks_deliveries.id"), primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error_class", String(64), nullable=True),
+    Column("response_excerpt", String(256), nullable=True),
+    CheckConstraint("attempt >= 1", name="attempt_positive"),
+    CheckConstraint("duration_ms >= 0", name="duration_non_negative"),
+    CheckConstraint(
+        "(status_code IS NULL) = (error_class IS NOT NULL)", name="status_code_xor_error"
+    ),
 )

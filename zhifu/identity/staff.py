@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, Row, and_, or_, select
+from sqlalchemy import Connection, Engine, Row
 
 from zhifu.identity import store
 from zhifu.identity.access import FOUR_EYES_ACTIONS, Permission, Principal, Role, parse_role
@@ -50,7 +50,6 @@ from zhifu.ids import uuid7
 from zhifu.invariant import InvariantError
 from zhifu.ops.audit import AuditContext, record
 from zhifu.security.envelope import KeyRing, column_context
-from zhifu.store.tables import identity_approvals, identity_staff_roles
 from zhifu.store.uow import run_in_transaction
 
 APPROVAL_TTL_S: Final = 7 * 24 * 3600
@@ -337,7 +336,7 @@ class StaffService:
             now = self.clock()
             # Locked until commit: a second checker waits here, then finds it decided,
             # instead of running the handler beside the first.
-            row = _approval_for_update(connection, approval_id)
+            row = store.approval_for_update(connection, approval_id)
             if row is None:
                 raise NotFoundError(f"no approval {approval_id}")
             if row.maker == principal.actor:
@@ -414,7 +413,7 @@ class StaffService:
             raise InvalidInputError(f"limit must be 1 to {LIST_LIMIT_MAX}")
         now = self.clock()
         rows = run_in_transaction(
-            self.engine, lambda c: _list_approvals(c, status, limit, now), write=False
+            self.engine, lambda c: store.list_approvals(c, status, limit, now), write=False
         )
         return [_approval_view(row, now) for row in rows]
 
@@ -459,7 +458,7 @@ class StaffService:
         if staff is None:
             raise NotFoundError(f"no staff member {staff_id}")
         if role is Role.ADMIN:
-            _lock_admin_roles(connection)
+            store.lock_admin_roles(connection)
         if (
             role is Role.ADMIN
             and store.count_admins(connection) <= 1
@@ -479,50 +478,3 @@ def _staff_target(target: str | None) -> uuid.UUID:
         return uuid.UUID(target[len(prefix) :])
     except ValueError:
         raise InvalidInputError("target must be 'staff:<staff id>'") from None
-
-
-# --- queries of this module's rules (they belong in store.py with the others) --------------
-
-
-def _approval_for_update(connection: Connection, approval_id: uuid.UUID) -> Row[Any] | None:
-    """The approval, its row locked until commit (``FOR UPDATE``; SQLite ignores it,
-    its writer's ``BEGIN IMMEDIATE`` serialises deciders already)."""
-    query = (
-        select(identity_approvals).where(identity_approvals.c.id == approval_id).with_for_update()
-    )
-    return connection.execute(query).one_or_none()
-
-
-def _lock_admin_roles(connection: Connection) -> None:
-    """Lock every admin role row until commit, in one order (no deadlock between two
-    revocations). Under READ COMMITTED the count that follows then sees the other
-    revocation's result once it has committed."""
-    roles = identity_staff_roles
-    query = (
-        select(roles.c.staff_id)
-        .where(roles.c.role == Role.ADMIN.value)
-        .order_by(roles.c.staff_id)
-        .with_for_update()
-    )
-    connection.execute(query).all()
-
-
-def _list_approvals(
-    connection: Connection, status: str | None, limit: int, now_us: int
-) -> list[Row[Any]]:
-    """Approvals newest first; a pending one past its expiry counts as ``expired``."""
-    approvals = identity_approvals
-    query = select(approvals).order_by(approvals.c.created_ts.desc()).limit(limit)
-    live = approvals.c.expires_ts > now_us
-    if status == "pending":
-        query = query.where(approvals.c.status == "pending", live)
-    elif status == "expired":
-        query = query.where(
-            or_(
-                approvals.c.status == "expired",
-                and_(approvals.c.status == "pending", ~live),
-            )
-        )
-    elif status is not None:
-        query = query.where(approvals.c.status == status)
-    return list(connection.execute(query).all())

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 
 from zhifu.identity.throttle import ThrottleKey
 from zhifu.ids import uuid7
@@ -158,11 +158,6 @@ def count_admins(connection: Connection) -> int:
 
 def insert_session(connection: Connection, values: dict[str, Any]) -> None:
     connection.execute(insert(identity_sessions).values(**values))
-
-
-def session_by_token_hash(connection: Connection, token_hash: bytes) -> Row[Any] | None:
-    query = select(identity_sessions).where(identity_sessions.c.token_hash == token_hash)
-    return connection.execute(query).one_or_none()
 
 
 def session_for_request(connection: Connection, token_hash: bytes) -> Row[Any] | None:
@@ -411,19 +406,6 @@ def use_recovery_code(
     return result.rowcount == 1
 
 
-def unused_recovery_codes(connection: Connection, kind: str, subject_id: uuid.UUID) -> int:
-    query = (
-        select(func.count())
-        .select_from(identity_recovery_codes)
-        .where(
-            identity_recovery_codes.c.subject_kind == kind,
-            identity_recovery_codes.c.subject_id == subject_id,
-            identity_recovery_codes.c.used_ts.is_(None),
-        )
-    )
-    return int(connection.execute(query).scalar_one())
-
-
 def passkeys_of(connection: Connection, kind: str, subject_id: uuid.UUID) -> Sequence[Row[Any]]:
     query = (
         select(identity_passkeys)
@@ -631,11 +613,48 @@ def approval_by_id(connection: Connection, approval_id: uuid.UUID) -> Row[Any] |
     return connection.execute(query).one_or_none()
 
 
-def list_approvals(connection: Connection, status: str | None, limit: int) -> Sequence[Row[Any]]:
-    query = select(identity_approvals).order_by(identity_approvals.c.created_ts.desc()).limit(limit)
-    if status is not None:
-        query = query.where(identity_approvals.c.status == status)
-    return connection.execute(query).all()
+def approval_for_update(connection: Connection, approval_id: uuid.UUID) -> Row[Any] | None:
+    """The approval, its row locked until commit (``FOR UPDATE``; SQLite ignores it,
+    its writer's ``BEGIN IMMEDIATE`` serialises deciders already)."""
+    query = (
+        select(identity_approvals).where(identity_approvals.c.id == approval_id).with_for_update()
+    )
+    return connection.execute(query).one_or_none()
+
+
+def lock_admin_roles(connection: Connection) -> None:
+    """Lock every admin role row until commit, in one order (no deadlock between two
+    revocations). Under READ COMMITTED the count that follows then sees the other
+    revocation's result once it has committed."""
+    roles = identity_staff_roles
+    query = (
+        select(roles.c.staff_id)
+        .where(roles.c.role == "admin")
+        .order_by(roles.c.staff_id)
+        .with_for_update()
+    )
+    connection.execute(query).all()
+
+
+def list_approvals(
+    connection: Connection, status: str | None, limit: int, now_us: int
+) -> list[Row[Any]]:
+    """Approvals newest first; a pending one past its expiry counts as ``expired``."""
+    approvals = identity_approvals
+    query = select(approvals).order_by(approvals.c.created_ts.desc()).limit(limit)
+    live = approvals.c.expires_ts > now_us
+    if status == "pending":
+        query = query.where(approvals.c.status == "pending", live)
+    elif status == "expired":
+        query = query.where(
+            or_(
+                approvals.c.status == "expired",
+                and_(approvals.c.status == "pending", ~live),
+            )
+        )
+    elif status is not None:
+        query = query.where(approvals.c.status == status)
+    return list(connection.execute(query).all())
 
 
 def decide_approval(

@@ -746,16 +746,25 @@ def bench_identity(
 def qr() -> None:
     """EMVCo merchant-presented payment QR codes: check one, or make one.
 
-    The fields and the rules checked are in docs/payments.md.
+    Both work with the payload text or with an image of the code (PNG, SVG
+    out; PNG, JPEG, WebP, GIF in). The fields, the rules checked and the
+    image limits are in docs/payments.md.
     """
 
 
 @qr.command("parse")
-@click.argument("payload")
+@click.argument("payload", required=False)
+@click.option(
+    "--image",
+    "image_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the payload from the QR code in FILE, a PNG, JPEG, WebP or GIF image"
+    " (at most 2 MiB and 25 million pixels), instead of giving PAYLOAD.",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object (a problem object if invalid)."
 )
-def qr_parse(payload: str, as_json: bool) -> None:
+def qr_parse(payload: str | None, image_file: Path | None, as_json: bool) -> None:
     """Decode PAYLOAD, the text inside an EMVCo QR code, and check it.
 
     Prints the format, initiation method, merchant account templates,
@@ -763,10 +772,23 @@ def qr_parse(payload: str, as_json: bool) -> None:
     additional data, alternate-language names and whether the CRC is valid.
     Exit status 1, with a message naming the field, when the payload breaks a
     rule: a mandatory field missing, a wrong length, a CRC that does not match.
+
+    With --image FILE the payload is read from the one QR code in that
+    picture first; exit status 1, with a message saying what is wrong, when
+    the file is too large, not an allowed image, or holds no QR code or
+    several.
+
+    Example: zhifu qr parse --image code.png --json
     """
     from zhifu.payments.emvco import parse
     from zhifu.payments.errors import QrCodeError
 
+    if payload is not None and image_file is not None:
+        raise click.UsageError("give PAYLOAD or --image FILE, not both")
+    if image_file is not None:
+        payload = _qr_payload_from_image(image_file, as_json)
+    if payload is None:
+        raise click.UsageError("give PAYLOAD, the text inside the QR code, or --image FILE")
     try:
         decoded = parse(payload, verify_crc=False).as_dict()
     except QrCodeError as exc:
@@ -784,6 +806,29 @@ def qr_parse(payload: str, as_json: bool) -> None:
             parse(payload)
         except QrCodeError as exc:
             _print_qr_problem(exc.field, str(exc), exc.code, as_json, decoded)
+        sys.exit(1)
+
+
+def _qr_payload_from_image(image_file: Path, as_json: bool) -> str:
+    """The text of the QR code in ``image_file``; on a bad image, the problem and exit 1."""
+    from zhifu.payments.errors import QrImageError
+    from zhifu.payments.qr_image import decode_image
+
+    try:
+        return decode_image(image_file.read_bytes())
+    except OSError as exc:
+        raise click.FileError(str(image_file), hint=exc.strerror or str(exc)) from exc
+    except QrImageError as exc:
+        if as_json:
+            problem = {
+                "type": "https://zhifu.dev/problems/invalid-qr-image",
+                "title": "Unreadable QR code image",
+                "detail": str(exc),
+                "code": exc.code,
+                "reason": exc.reason,
+            }
+            click.echo(json.dumps(problem, indent=2, ensure_ascii=False))
+        click.echo(f"invalid QR code image {image_file}: {exc}", err=True)
         sys.exit(1)
 
 
@@ -921,10 +966,9 @@ def qr_make(
         AlternateLanguage,
         MerchantAccount,
         build_merchant_qr,
-        qr_image_png,
-        qr_image_svg,
     )
     from zhifu.payments.errors import QrCodeError
+    from zhifu.payments.qr_image import render_png, render_svg
 
     try:
         amount_minor = None if amount is None else parse_amount_minor(amount, currency)
@@ -955,10 +999,10 @@ def qr_make(
         raise click.BadParameter(str(exc), param_hint=f"'{option}'") from exc
     click.echo(payload)
     if svg_file is not None:
-        svg_file.write_text(qr_image_svg(payload), encoding="utf-8")
+        svg_file.write_text(render_svg(payload), encoding="utf-8")
         click.echo(f"wrote {svg_file}", err=True)
     if png_file is not None:
-        png_file.write_bytes(qr_image_png(payload))
+        png_file.write_bytes(render_png(payload))
         click.echo(f"wrote {png_file}", err=True)
 
 

@@ -26,6 +26,7 @@ from zhifu.ledger.worker import LedgerWorker
 from zhifu.ops.audit import AuditCheckpointer, AuditTrail
 from zhifu.ops.outbox import OutboxDispatcher
 from zhifu.ops.periodic import PeriodicTask
+from zhifu.payments.service import PaymentsService
 from zhifu.security.envelope import KeyRing
 from zhifu.security.service_token import load_service_token
 from zhifu.security.signing import Ed25519Signer, public_key_from_base64
@@ -151,6 +152,14 @@ class Runtime:
     def accounts(self) -> AccountsService:
         """Customers' accounts and cards, and teller cash, over the ledger."""
         return AccountsService(self.engine, self.ledger, self.keyring)
+
+    @cached_property
+    def payments(self) -> PaymentsService:
+        """Payment orders: checked, held, settled and recorded in one unit of work."""
+        accounts = self.accounts
+        return PaymentsService(
+            self.engine, self.ledger, bank_code=accounts.bank_code, policies=accounts.policies
+        )
 
     @cached_property
     def ledger_committer(self) -> GroupCommitter:

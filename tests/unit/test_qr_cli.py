@@ -1,4 +1,7 @@
-"""``zhifu qr parse`` and ``zhifu qr make``, through click's CliRunner (no database)."""
+"""``zhifu qr parse`` and ``zhifu qr make``, through click's CliRunner (no database).
+
+Images too: ``qr make --png/--svg`` and ``qr parse --image``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from PIL import Image
 
 from zhifu.cli import main
 from zhifu.payments.emvco import parse
+from zhifu.payments.qr_image import IMAGE_BYTES_MAX, SVG_TITLE, render_png
 
 EMVCO_EXAMPLE = (
     "00020101021229300012D156000000000510A93FO3230Q31280012D15600000001030812345678"
@@ -186,3 +191,106 @@ def test_help(path: list[str]) -> None:
     result = invoke(*path, "--help")
     assert result.exit_code == 0
     assert f"Usage: zhifu {' '.join(path)}" in result.stdout
+
+
+# --- images: 'qr make --png/--svg' and 'qr parse --image' -----------------------------
+
+
+def test_make_png_then_parse_image_json(tmp_path: Path) -> None:
+    png = tmp_path / "code.png"
+    made = invoke(*MAKE, "--amount", "23.72", "--alternate-name", "最佳运输", "--png", str(png))
+    assert made.exit_code == 0, made.output
+    payload = made.stdout.strip()
+    result = invoke("qr", "parse", "--image", str(png), "--json")
+    assert result.exit_code == 0, result.output
+    decoded = json.loads(result.stdout)
+    assert decoded == parse(payload).as_dict()
+    assert decoded["alternate_language"]["name"] == "最佳运输"
+
+
+def test_parse_image_prints_the_fields(tmp_path: Path) -> None:
+    png = tmp_path / "code.png"
+    png.write_bytes(render_png(EMVCO_EXAMPLE))
+    result = invoke("qr", "parse", "--image", str(png))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == invoke("qr", "parse", EMVCO_EXAMPLE).stdout
+    assert "最佳运输, 北京" in result.stdout
+
+
+def test_make_svg_has_a_title(tmp_path: Path) -> None:
+    svg = tmp_path / "code.svg"
+    result = invoke(*MAKE, "--svg", str(svg))
+    assert result.exit_code == 0, result.output
+    assert f"<title>{SVG_TITLE}</title>" in svg.read_text(encoding="utf-8")
+    assert result.stdout.count("\n") == 1  # the payload, as without --svg
+
+
+@pytest.mark.parametrize(
+    ("content", "reason", "words"),
+    [
+        (b"just some text", "unsupported_format", "not a PNG, JPEG, WebP or GIF image"),
+        (b"", "empty", "the upload is empty"),
+        (b"\x89PNG\r\n\x1a\n" + b"x" * 20, "unreadable", "truncated or corrupt"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * IMAGE_BYTES_MAX, "too_large", "2 MiB"),
+    ],
+)
+def test_parse_image_refuses_a_bad_file(
+    tmp_path: Path, content: bytes, reason: str, words: str
+) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(content)
+    result = invoke("qr", "parse", "--image", str(upload))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"invalid QR code image {upload}: ")
+    assert words in result.stderr
+    assert result.stderr.count("\n") == 1  # one line
+    as_json = invoke("qr", "parse", "--image", str(upload), "--json")
+    assert as_json.exit_code == 1
+    problem = json.loads(as_json.stdout)
+    assert problem["type"] == "https://zhifu.dev/problems/invalid-qr-image"
+    assert (problem["code"], problem["reason"]) == ("invalid_qr_image", reason)
+    assert words in problem["detail"]
+
+
+def test_parse_image_without_a_code(tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("L", (200, 200), 255).save(blank, "PNG")
+    result = invoke("qr", "parse", "--image", str(blank))
+    assert result.exit_code == 1
+    assert "no QR code was found in the image" in result.stderr
+
+
+def test_parse_image_of_a_code_that_is_no_emvco_payload(tmp_path: Path) -> None:
+    png = tmp_path / "hello.png"
+    png.write_bytes(render_png("https://example.com/not-a-payment"))
+    result = invoke("qr", "parse", "--image", str(png), "--json")
+    assert result.exit_code == 1
+    problem = json.loads(result.stdout)
+    assert (problem["code"], problem["field"]) == ("invalid_qr_code", "payload")
+    assert "invalid QR code: payload starts with 'http'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ([EMVCO_EXAMPLE, "--image", "code.png"], "not both"),
+        ([], "give PAYLOAD, the text inside the QR code, or --image FILE"),
+        (["--image", "missing.png"], "does not exist"),
+    ],
+)
+def test_parse_needs_exactly_one_of_payload_and_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], words: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "code.png").write_bytes(render_png(EMVCO_EXAMPLE))
+    result = invoke("qr", "parse", *args)
+    assert result.exit_code == 2
+    assert words in result.stderr
+
+
+def test_help_names_the_image_options() -> None:
+    assert "--image" in invoke("qr", "parse", "--help").stdout
+    make_help = invoke("qr", "make", "--help").stdout
+    assert "--png" in make_help
+    assert "--svg" in make_help

@@ -31,7 +31,7 @@ from zhifu.api.docs_page import CONTENT_SECURITY_POLICY, docs_html
 from zhifu.api.middleware import RequestContextMiddleware
 from zhifu.api.problems import install_problem_handlers, problem_openapi
 from zhifu.api.request_context import REQUEST_ID_HEADER
-from zhifu.api.routers import accounts, admin, health, identity, ledger, webhooks
+from zhifu.api.routers import accounts, admin, health, identity, ledger, payments, webhooks
 from zhifu.api.security_headers import SecurityHeadersMiddleware
 from zhifu.config import load_settings
 from zhifu.ops.logging import configure_logging, get_logger
@@ -150,6 +150,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(identity.router)
     app.include_router(admin.router)
     app.include_router(accounts.router)
+    app.include_router(payments.router)
     app.include_router(webhooks.router)
 
 

@@ -40,7 +40,9 @@ STATE_CHANGING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # ledger's transfers go into its signed, hash-chained journal (one audit event
 # per transfer would serialise the ledger on the audit head). Their refused
 # requests (401, 422, ...) are audited like any other.
-SELF_JOURNALED_ROUTES: Final = frozenset({"/v1/ledger/transfers"})
+# Routes whose successes are on record in their own journal: the ledger's
+# batches, and payment orders with their history of transitions.
+SELF_JOURNALED_ROUTES: Final = frozenset({"/v1/ledger/transfers", "/v1/payments"})
 
 _log = get_logger("zhifu.api.auth")
 

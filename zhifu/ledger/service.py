@@ -250,6 +250,41 @@ class LedgerService:
                 return plan
         raise ledger_store.StaleAccountStateError("account rows keep changing behind the cache")
 
+    def apply_in(
+        self,
+        connection: Connection,
+        requests: Sequence[TransferRequest],
+        *,
+        chain_breaks: frozenset[int] = frozenset(),
+    ) -> BatchPlan:
+        """Apply a batch inside the caller's database transaction.
+
+        For use cases that must commit money together with their own rows (a
+        payment order, its spending totals): the caller owns the unit of work,
+        and nothing is written unless it commits. The embedded cache is not
+        used, and the ledger generation is bumped so that cached copies of the
+        touched accounts are dropped before their next use.
+
+        Raises:
+            BatchEmptyError, BatchTooLargeError: the batch size is out of bounds.
+        """
+        _check_batch_size(len(requests))
+        sql = ledger_store.LedgerSql(connection)
+        state = ledger_store.load_batch_state(sql, requests)
+        plan = plan_batch(
+            requests,
+            state,
+            batch_id=uuid7(),
+            now_ts=self.clock(),
+            chain_breaks=chain_breaks,
+            system=False,
+        )
+        invariant(len(plan.outcomes) == len(requests), "one outcome per event")
+        ledger_store.write_plan(sql, plan)
+        if not sql.postgres:
+            ledger_store.bump_generation(sql)
+        return plan
+
     def lookup_transfers(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Transfer]:
         def work(connection: Connection) -> dict[uuid.UUID, Transfer]:
             return ledger_store.load_transfers(ledger_store.LedgerSql(connection), ids)

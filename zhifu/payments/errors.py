@@ -7,6 +7,8 @@ what was wrong and what is allowed.
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class PaymentError(Exception):
     """Root of the payments context's expected failures."""
@@ -29,6 +31,45 @@ class QrCodeError(PaymentError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+QrImageReason = Literal[
+    "empty",
+    "too_large",
+    "unsupported_format",
+    "unreadable",
+    "no_code",
+    "several_codes",
+    "damaged_code",
+    "scale_out_of_range",
+    "border_out_of_range",
+]
+
+
+class QrImageError(PaymentError):
+    """A QR code image cannot be read, or cannot be drawn with the options given.
+
+    ``reason`` says why, for code that reacts to it; the message says what
+    was wrong and what is allowed, for the person who uploaded the image:
+
+    - ``empty``: the upload has no bytes;
+    - ``too_large``: more bytes, or more pixels (read from the header,
+      before any decoding), than allowed;
+    - ``unsupported_format``: not a PNG, JPEG, WebP or GIF image;
+    - ``unreadable``: it claims an allowed format but cannot be decoded
+      (truncated or corrupt);
+    - ``no_code``: the image holds no QR code that could be found;
+    - ``several_codes``: it holds more than one QR code;
+    - ``damaged_code``: a QR code was found but too much of it is unreadable;
+    - ``scale_out_of_range``, ``border_out_of_range``: a drawing option is
+      past its bounds.
+    """
+
+    code = "invalid_qr_image"
+
+    def __init__(self, reason: QrImageReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: QrImageReason = reason
 
 
 class IllegalTransitionError(PaymentError):
@@ -59,3 +100,28 @@ class IdempotencyConflictError(PaymentError):
     """An ``Idempotency-Key`` was reused for a request that is not the same."""
 
     code = "idempotency_conflict"
+
+
+class PaymentNotFoundError(PaymentError):
+    """No payment order with this id is visible to the caller (it does not
+    exist, or belongs to somebody else: the two answer alike)."""
+
+    code = "payment_not_found"
+
+
+class InvalidPaymentError(PaymentError):
+    """A payment request breaks a rule of its own (amount, memo, accounts);
+    nothing was recorded. ``field`` names the part of the request."""
+
+    code = "invalid_payment"
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StepUpNeededError(PaymentError):
+    """The payment needs the customer to prove a second factor first (a large
+    amount); the API layer asks for it before the payment is made."""
+
+    code = "step_up_needed"

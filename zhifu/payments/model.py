@@ -53,6 +53,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -63,6 +65,7 @@ from zhifu.payments.errors import (
     IdempotencyConflictError,
     IllegalTransitionError,
     InvalidIdempotencyKeyError,
+    InvalidPaymentError,
     RefundTooLargeError,
 )
 
@@ -221,3 +224,99 @@ def check_replay(stored_fingerprint: bytes, fingerprint: bytes, key: str) -> Non
             f"Idempotency-Key {key!r} was already used for a different request;"
             " use a new key for a new payment"
         )
+
+
+# --- Payment kinds, ledger codes, request rules ---------------------------------------
+
+
+class PaymentKind(StrEnum):
+    """What a payment order is for; each has its own ledger transfer code."""
+
+    TRANSFER = "transfer"  # to another account at this bank, the payer's own or a customer's
+    MERCHANT = "merchant"  # to a merchant: a scanned QR code or a presented payment code
+    REFUND = "refund"  # a merchant gives back all or part of a settled merchant payment
+
+    @property
+    def ledger_code(self) -> int:
+        return LEDGER_CODES[self]
+
+
+LEDGER_CODES: Final[Mapping[PaymentKind, int]] = {
+    PaymentKind.TRANSFER: 3101,
+    PaymentKind.MERCHANT: 3102,
+    PaymentKind.REFUND: 3103,
+}
+
+ROUTE_INTRA_BANK: Final = "intra_bank"
+MEMO_CHARS_MAX: Final = 140
+LABEL_CHARS_MAX: Final = 64
+EXTERNAL_REF_CHARS_MAX: Final = 64
+# One payment moves at most this many minor units (CNY 10,000,000.00): a bank
+# sends larger sums through its high-value channels, not a customer payment.
+PAYMENT_AMOUNT_MINOR_MAX: Final = 1_000_000_000
+# A payment at or above this amount needs a second factor (a phone confirmation
+# of this very payment when a phone is bound).
+STEP_UP_AMOUNT_MINOR: Final[Mapping[str, int]] = {
+    "CNY": 5_000_00,
+    "HKD": 5_000_00,
+    "USD": 1_000_00,
+    "EUR": 1_000_00,
+    "JPY": 100_000,
+}
+_MEMO_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def check_payment_amount(amount: Money) -> Money:
+    """``amount`` when it is positive and at most :data:`PAYMENT_AMOUNT_MINOR_MAX`.
+
+    Raises InvalidPaymentError (field ``amount``) saying what is allowed.
+    """
+    if not 0 < amount.amount_minor <= PAYMENT_AMOUNT_MINOR_MAX:
+        most = Money(PAYMENT_AMOUNT_MINOR_MAX, amount.currency).format()
+        raise InvalidPaymentError(
+            f"a payment is more than zero and at most {most}, got {amount.format()}",
+            field="amount",
+        )
+    return amount
+
+
+def check_memo(memo: str) -> str:
+    """The memo with outer spaces removed: at most :data:`MEMO_CHARS_MAX`
+    characters, no control or invisible formatting characters.
+
+    Raises InvalidPaymentError (field ``memo``).
+    """
+    text = memo.strip()
+    if len(text) > MEMO_CHARS_MAX:
+        raise InvalidPaymentError(
+            f"a memo is at most {MEMO_CHARS_MAX} characters, got {len(text)}", field="memo"
+        )
+    for char in text:
+        if unicodedata.category(char) in _MEMO_FORBIDDEN_CATEGORIES:
+            raise InvalidPaymentError(
+                f"a memo cannot contain control or invisible characters (U+{ord(char):04X})",
+                field="memo",
+            )
+    return text
+
+
+def needs_step_up(amount: Money) -> bool:
+    """Whether a payment of ``amount`` needs a second factor first."""
+    threshold = STEP_UP_AMOUNT_MINOR.get(amount.currency)
+    return threshold is not None and amount.amount_minor >= threshold
+
+
+def hold_transfer_id(order_id: uuid.UUID) -> uuid.UUID:
+    """The pending ledger transfer that holds an order's money: derived from the
+    order id, so a retry can never hold it twice."""
+    return uuid.uuid5(order_id, "hold")
+
+
+def settle_transfer_id(order_id: uuid.UUID) -> uuid.UUID:
+    """The ledger transfer that posts an order's hold."""
+    return uuid.uuid5(order_id, "settle")
+
+
+def release_transfer_id(order_id: uuid.UUID) -> uuid.UUID:
+    """The ledger transfer that voids an order's hold."""
+    return uuid.uuid5(order_id, "release")

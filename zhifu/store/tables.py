@@ -651,3 +651,121 @@ webhooks_attempts = Table(
         "(status_code IS NULL) = (error_class IS NOT NULL)", name="status_code_xor_error"
     ),
 )
+
+# --- payments (zhifu.payments) -------------------------------------------------------------
+#
+# A payment order and the append-only history of its transitions. The order
+# names the ledger transfers that hold and settle its money; the ledger stays
+# the only place money lives. An Idempotency-Key is remembered per caller
+# (``scope``) with the fingerprint of the request it stood for. Spending totals
+# count money moved per account, direction and Shanghai day or year, for the
+# PBOC limits; they are updated in the database transaction of the debit.
+
+payments_orders = Table(
+    "payments_orders",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("channel", String(8), nullable=False),
+    Column("initiator", String(80), nullable=False),
+    Column("payer_customer_id", Id128, nullable=True),
+    Column("payee_customer_id", Id128, nullable=True),
+    Column("merchant_id", Id128, nullable=True),
+    Column("debit_account_id", Id128, nullable=False),
+    Column("credit_account_id", Id128, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("refunded_minor", BigInteger, nullable=False),
+    Column("refund_of", Id128, ForeignKey("payments_orders.id"), nullable=True),
+    Column("payer_label", String(64), nullable=False),
+    Column("payee_label", String(64), nullable=False),
+    Column("memo", String(140), nullable=False),
+    Column("external_ref", String(64), nullable=True),
+    Column("risk_decision", String(16), nullable=False),
+    Column("risk_reason", String(256), nullable=False),
+    Column("route", String(32), nullable=False),
+    Column("hold_transfer_id", Id128, nullable=True),
+    Column("settle_transfer_id", Id128, nullable=True),
+    Column("failure_code", String(48), nullable=True),
+    Column("failure_detail", String(256), nullable=True),
+    Column("source_ref", String(80), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    CheckConstraint(
+        "state IN ('created', 'risk_checked', 'challenged', 'authorized', 'funds_held',"
+        " 'submitted', 'settled', 'failed', 'returned', 'rejected', 'cancelled')",
+        name="state_known",
+    ),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(
+        "refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refunded_within_amount"
+    ),
+    CheckConstraint("debit_account_id <> credit_account_id", name="accounts_differ"),
+    CheckConstraint("(kind = 'refund') = (refund_of IS NOT NULL)", name="refund_of_iff_refund"),
+    Index("ix_payments_orders_payer_customer_id_id", "payer_customer_id", "id"),
+    Index("ix_payments_orders_payee_customer_id_id", "payee_customer_id", "id"),
+    Index("ix_payments_orders_debit_account_id_id", "debit_account_id", "id"),
+    Index("ix_payments_orders_credit_account_id_id", "credit_account_id", "id"),
+    Index("ix_payments_orders_merchant_id_id", "merchant_id", "id"),
+    Index("ix_payments_orders_refund_of", "refund_of"),
+    Index("ix_payments_orders_state_updated_ts", "state", "updated_ts"),
+)
+
+payments_transitions = Table(
+    "payments_transitions",
+    metadata,
+    Column("order_id", Id128, ForeignKey("payments_orders.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("reason", String(256), nullable=False),
+    CheckConstraint("seq >= 0", name="seq_non_negative"),
+    CheckConstraint("(seq = 0) = (from_state IS NULL)", name="first_has_no_from_state"),
+)
+
+payments_idempotency = Table(
+    "payments_idempotency",
+    metadata,
+    Column("scope", String(80), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("order_id", Id128, ForeignKey("payments_orders.id"), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Index("ix_payments_idempotency_created_ts", "created_ts"),
+)
+
+payments_spending = Table(
+    "payments_spending",
+    metadata,
+    Column("account_id", Id128, ForeignKey("accounts_accounts.id"), primary_key=True),
+    Column("direction", String(8), primary_key=True),
+    # A Shanghai calendar day ('2026-11-25') or year ('2026').
+    Column("period", String(10), primary_key=True),
+    Column("total_minor", BigInteger, nullable=False),
+    CheckConstraint("direction IN ('outgoing', 'incoming')", name="direction_known"),
+    CheckConstraint("total_minor >= 0", name="total_non_negative"),
+)
+
+# Limits a customer chose for one account and channel; NULL keeps the bank's.
+accounts_customer_limits = Table(
+    "accounts_customer_limits",
+    metadata,
+    Column("account_id", Id128, ForeignKey("accounts_accounts.id"), primary_key=True),
+    Column("channel", String(8), primary_key=True),
+    Column("per_payment_minor", BigInteger, nullable=True),
+    Column("daily_minor", BigInteger, nullable=True),
+    Column("yearly_minor", BigInteger, nullable=True),
+    Column("updated_ts", BigInteger, nullable=False),
+    CheckConstraint(
+        "channel IN ('counter', 'online', 'mobile', 'qr', 'card')", name="channel_known"
+    ),
+    CheckConstraint(
+        "(per_payment_minor IS NULL OR per_payment_minor >= 0)"
+        " AND (daily_minor IS NULL OR daily_minor >= 0)"
+        " AND (yearly_minor IS NULL OR yearly_minor >= 0)",
+        name="limits_non_negative",
+    ),
+)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,6 +35,12 @@ from zhifu.accounts.service import (
 )
 from zhifu.api.auth import AuditCtx, CurrentCustomer, require_permission
 from zhifu.api.deps import RuntimeDep
+from zhifu.api.params import (
+    ConfirmationId,
+    IdempotencyKey,
+    OptionalIdempotencyKey,
+    money_text,
+)
 from zhifu.api.problems import problem_responses, register_error_mapping
 from zhifu.identity.access import Permission, Principal
 from zhifu.money import AMOUNT_TEXT_LENGTH_MAX, Money
@@ -75,24 +81,6 @@ register_error_mapping(
 
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=problem_responses(401, 403))
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-CONFIRMATION_HEADER = "X-Zhifu-Confirmation"
-ConfirmationId = Annotated[uuid.UUID | None, Header(alias=CONFIRMATION_HEADER)]
-OptionalIdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias=IDEMPOTENCY_HEADER,
-        description="Optional: the same key again answers the account it opened.",
-    ),
-]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias=IDEMPOTENCY_HEADER,
-        description="Required: 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-', new for"
-        " each operation and the same when retrying it (400 when missing or malformed).",
-    ),
-]
 CashManager = Annotated[Principal, require_permission(Permission.CASH_MANAGE)]
 CustomerReader = Annotated[Principal, require_permission(Permission.CUSTOMERS_READ)]
 
@@ -117,15 +105,6 @@ class AccountUpdateIn(_In):
     )
 
 
-def _money_text(value: Any) -> Any:
-    if isinstance(value, int | float):  # bool is an int too
-        raise ValueError(
-            'amounts are decimal strings in major units, such as "12.34": numbers (floats'
-            " above all) are not accepted for money"
-        )
-    return value
-
-
 class CashIn(_In):
     account_id: uuid.UUID | None = None
     account_number: str | None = Field(
@@ -139,7 +118,7 @@ class CashIn(_In):
     )
     currency: str = Field(min_length=3, max_length=3, examples=["CNY"])
 
-    _amount_is_text = field_validator("amount", mode="before")(_money_text)
+    _amount_is_text = field_validator("amount", mode="before")(money_text)
 
     @model_validator(mode="after")
     def _one_account(self) -> CashIn:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zhifu.api.auth import AuditCtx, CurrentCustomer, CurrentPrincipal
 from zhifu.api.deps import RuntimeDep
+from zhifu.api.params import ConfirmationId
 from zhifu.api.problems import problem_responses
 from zhifu.identity.access import SubjectKind
 from zhifu.identity.errors import NotFoundError
@@ -32,7 +33,6 @@ from zhifu.identity.service import (
 router = APIRouter(prefix="/v1", tags=["identity"])
 
 BROWSER_HEADER = "X-Zhifu-Browser"
-CONFIRMATION_HEADER = "X-Zhifu-Confirmation"
 TEXT_MAX = 320
 
 
@@ -246,7 +246,6 @@ class ConfirmationDecisionIn(_In):
 
 UserAgent = Annotated[str | None, Header()]
 BrowserToken = Annotated[str | None, Header(alias=BROWSER_HEADER)]
-ConfirmationId = Annotated[uuid.UUID | None, Header(alias=CONFIRMATION_HEADER)]
 
 
 # --- registration and sign-in -----------------------------------------------------------

@@ -30,6 +30,7 @@ from zhifu.payments.service import PaymentsService
 from zhifu.security.envelope import KeyRing
 from zhifu.security.service_token import load_service_token
 from zhifu.security.signing import Ed25519Signer, public_key_from_base64
+from zhifu.store.batching import TransactionBatcher
 from zhifu.store.engine import create_db_engine
 from zhifu.webhooks.service import WEBHOOK_TOPIC, WebhookService
 from zhifu.webhooks.transport import HttpxTransport
@@ -158,8 +159,21 @@ class Runtime:
         """Payment orders: checked, held, settled and recorded in one unit of work."""
         accounts = self.accounts
         return PaymentsService(
-            self.engine, self.ledger, bank_code=accounts.bank_code, policies=accounts.policies
+            self.engine,
+            self.ledger,
+            bank_code=accounts.bank_code,
+            policies=accounts.policies,
+            batcher=self.payments_batcher,
         )
+
+    @cached_property
+    def payments_batcher(self) -> TransactionBatcher | None:
+        """SQLite: concurrent payments commit together (one log flush per group)."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        batcher = TransactionBatcher(self.engine, name="payments")
+        self._closers.append(batcher)
+        return batcher
 
     @cached_property
     def ledger_committer(self) -> GroupCommitter:

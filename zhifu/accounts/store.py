@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from zhifu.security.rotation import EncryptedColumns, register
 from zhifu.store.tables import accounts_accounts, accounts_cards, identity_customers
@@ -60,18 +60,23 @@ def insert_account(connection: Connection, values: dict[str, Any]) -> None:
     connection.execute(insert(accounts_accounts).values(**values))
 
 
+# Built once with bound parameters: payments look accounts up on their hot path.
+_ACCOUNT_BY_ID = select(accounts_accounts).where(accounts_accounts.c.id == bindparam("id"))
+_ACCOUNT_BY_ID_LOCKED = _ACCOUNT_BY_ID.with_for_update()
+_ACCOUNT_BY_NUMBER = select(accounts_accounts).where(
+    accounts_accounts.c.number == bindparam("number")
+)
+
+
 def account_by_id(
     connection: Connection, account_id: uuid.UUID, *, lock: bool = False
 ) -> Row[Any] | None:
-    query = select(accounts_accounts).where(accounts_accounts.c.id == account_id)
-    if lock:
-        query = query.with_for_update()
-    return connection.execute(query).one_or_none()
+    query = _ACCOUNT_BY_ID_LOCKED if lock else _ACCOUNT_BY_ID
+    return connection.execute(query, {"id": account_id}).one_or_none()
 
 
 def account_by_number(connection: Connection, number: str) -> Row[Any] | None:
-    query = select(accounts_accounts).where(accounts_accounts.c.number == number)
-    return connection.execute(query).one_or_none()
+    return connection.execute(_ACCOUNT_BY_NUMBER, {"number": number}).one_or_none()
 
 
 def accounts_of(connection: Connection, customer_id: uuid.UUID) -> Sequence[Row[Any]]:

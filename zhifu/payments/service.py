@@ -63,6 +63,7 @@ from zhifu.payments.model import (
     record_transition,
     settle_transfer_id,
 )
+from zhifu.store.batching import TransactionBatcher
 from zhifu.store.uow import run_in_transaction
 
 Clock = Callable[[], int]
@@ -167,8 +168,12 @@ class PaymentsService:
         *,
         bank_code: str,
         policies: Mapping[PolicyKey, LimitPolicy] | None = None,
+        batcher: TransactionBatcher | None = None,
     ) -> None:
+        """``batcher`` (SQLite) commits concurrent payments together, each in
+        its own savepoint; without it each payment is its own transaction."""
         self.engine = engine
+        self.batcher = batcher
         self.ledger = ledger
         self.clock = clock
         self.bank_code = bank_code
@@ -261,6 +266,8 @@ class PaymentsService:
                 after(connection, view)
             return PaymentResult(view, replayed=False)
 
+        if self.batcher is not None:
+            return self.batcher.run(work)
         return run_in_transaction(self.engine, work, retry_unique_violation=True)
 
     def get_order(self, customer_id: uuid.UUID, order_id: uuid.UUID) -> OrderView:

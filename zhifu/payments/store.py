@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -25,20 +25,53 @@ from zhifu.store.tables import (
     payments_transitions,
 )
 
+# Statements on the payment path are built once, with bound parameters: building
+# one per call (``.values(**row)``) costs more than SQLite takes to run it.
+_INSERT_ORDER = insert(payments_orders)
+_ORDER_BY_ID = select(payments_orders).where(payments_orders.c.id == bindparam("order_id"))
+_ORDER_BY_ID_LOCKED = _ORDER_BY_ID.with_for_update()
+_INSERT_TRANSITION = insert(payments_transitions)
+_INSERT_IDEMPOTENCY = insert(payments_idempotency)
+_IDEMPOTENCY_RECORD = select(payments_idempotency).where(
+    payments_idempotency.c.scope == bindparam("scope"),
+    payments_idempotency.c.key == bindparam("key"),
+)
+_CUSTOMER_LIMITS = select(accounts_customer_limits).where(
+    accounts_customer_limits.c.account_id == bindparam("account_id"),
+    accounts_customer_limits.c.channel == bindparam("channel"),
+)
+
+
+def _spending_upsert(dialect_insert: Any) -> Any:
+    statement = dialect_insert(payments_spending).values(
+        account_id=bindparam("account_id"),
+        direction=bindparam("direction"),
+        period=bindparam("period"),
+        total_minor=bindparam("amount"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["account_id", "direction", "period"],
+        set_={"total_minor": payments_spending.c.total_minor + statement.excluded.total_minor},
+    ).returning(payments_spending.c.total_minor)
+
+
+_SPENDING_UPSERT = {
+    "postgresql": _spending_upsert(pg_insert),
+    "sqlite": _spending_upsert(sqlite_insert),
+}
+
 # --- orders -----------------------------------------------------------------------------
 
 
 def insert_order(connection: Connection, values: dict[str, Any]) -> None:
-    connection.execute(insert(payments_orders).values(**values))
+    connection.execute(_INSERT_ORDER, values)
 
 
 def order_by_id(
     connection: Connection, order_id: uuid.UUID, *, lock: bool = False
 ) -> Row[Any] | None:
-    query = select(payments_orders).where(payments_orders.c.id == order_id)
-    if lock:
-        query = query.with_for_update()
-    return connection.execute(query).one_or_none()
+    query = _ORDER_BY_ID_LOCKED if lock else _ORDER_BY_ID
+    return connection.execute(query, {"order_id": order_id}).one_or_none()
 
 
 def update_order(connection: Connection, order_id: uuid.UUID, values: dict[str, Any]) -> int:
@@ -52,7 +85,7 @@ def insert_transitions(
     connection: Connection, order_id: uuid.UUID, first_seq: int, steps: Sequence[Transition]
 ) -> None:
     connection.execute(
-        insert(payments_transitions),
+        _INSERT_TRANSITION,
         [
             {
                 "order_id": order_id,
@@ -90,10 +123,7 @@ def transitions_of(connection: Connection, order_id: uuid.UUID) -> tuple[Transit
 
 
 def idempotency_record(connection: Connection, scope: str, key: str) -> Row[Any] | None:
-    query = select(payments_idempotency).where(
-        payments_idempotency.c.scope == scope, payments_idempotency.c.key == key
-    )
-    return connection.execute(query).one_or_none()
+    return connection.execute(_IDEMPOTENCY_RECORD, {"scope": scope, "key": key}).one_or_none()
 
 
 def insert_idempotency(
@@ -107,9 +137,14 @@ def insert_idempotency(
     """Remember the key; a concurrent insert of the same key is a unique
     violation, and the service's retry then finds this row."""
     connection.execute(
-        insert(payments_idempotency).values(
-            scope=scope, key=key, fingerprint=fingerprint, order_id=order_id, created_ts=now_ts
-        )
+        _INSERT_IDEMPOTENCY,
+        {
+            "scope": scope,
+            "key": key,
+            "fingerprint": fingerprint,
+            "order_id": order_id,
+            "created_ts": now_ts,
+        },
     )
 
 
@@ -127,17 +162,16 @@ def add_spending(
     totals. The upsert takes the row lock (PostgreSQL) before the caller checks
     the limits, so two payments from one account cannot both pass on the same
     old total; SQLite's writer already runs alone."""
-    dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    upsert = _SPENDING_UPSERT[connection.dialect.name]
     totals: dict[str, int] = {}
     for period in periods:
-        statement = dialect_insert(payments_spending).values(
-            account_id=account_id, direction=direction, period=period, total_minor=amount
-        )
-        upsert = statement.on_conflict_do_update(
-            index_elements=["account_id", "direction", "period"],
-            set_={"total_minor": payments_spending.c.total_minor + amount},
-        ).returning(payments_spending.c.total_minor)
-        totals[period] = int(connection.execute(upsert).scalar_one())
+        params = {
+            "account_id": account_id,
+            "direction": direction,
+            "period": period,
+            "amount": amount,
+        }
+        totals[period] = int(connection.execute(upsert, params).scalar_one())
     return totals
 
 
@@ -154,8 +188,5 @@ def spending_totals(
 
 
 def customer_limits(connection: Connection, account_id: uuid.UUID, channel: str) -> Row[Any] | None:
-    query = select(accounts_customer_limits).where(
-        accounts_customer_limits.c.account_id == account_id,
-        accounts_customer_limits.c.channel == channel,
-    )
-    return connection.execute(query).one_or_none()
+    params = {"account_id": account_id, "channel": channel}
+    return connection.execute(_CUSTOMER_LIMITS, params).one_or_none()

@@ -270,6 +270,16 @@ class PaymentsService:
             return self.batcher.run(work)
         return run_in_transaction(self.engine, work, retry_unique_violation=True)
 
+    def find_replay(self, idempotency: Idempotency) -> PaymentResult | None:
+        """The payment an Idempotency-Key already made, if any, read without
+        writing: a retry of a confirmed large payment is answered without
+        asking for a second factor again.
+
+        Raises:
+            IdempotencyConflictError: the key was used for another request.
+        """
+        return run_in_transaction(self.engine, lambda c: self._replay(c, idempotency), write=False)
+
     def get_order(self, customer_id: uuid.UUID, order_id: uuid.UUID) -> OrderView:
         """An order the customer paid or received. Raises PaymentNotFoundError."""
 

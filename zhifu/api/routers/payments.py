@@ -244,6 +244,12 @@ async def create_transfer(
     idempotency = idempotency_for(principal, idempotency_key, request, body)
     amount = Money.parse(body.amount, body.currency)
     to_number = body.to_account_number
+    customer_id = principal.subject_id
+    if needs_step_up(amount):  # a retry of a confirmed payment needs no new confirmation
+        replay = await run_in_threadpool(runtime.payments.find_replay, idempotency)
+        if replay is not None:
+            response.status_code = 200
+            return PaymentOut.of(replay.order, customer_id, replayed=True)
     step_up = await step_up_for_amount(
         runtime,
         principal,
@@ -267,7 +273,6 @@ async def create_transfer(
         memo=body.memo,
         step_up=step_up,
     )
-    customer_id = principal.subject_id
     result: PaymentResult = await run_in_threadpool(
         runtime.payments.transfer,
         customer_id,

@@ -101,6 +101,20 @@ LEDGER_BATCH_DURATION: Final = Histogram(
     buckets=HTTP_DURATION_BUCKETS_S,
     registry=REGISTRY,
 )
+DB_GROUP_UNITS: Final = Histogram(
+    "zhifu_db_group_units",
+    "Units of work (payments) committed per shared database transaction, by batcher.",
+    ("batcher",),
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
+DB_GROUP_DURATION: Final = Histogram(
+    "zhifu_db_group_duration_seconds",
+    "Time to run and commit one group of units of work, retries included.",
+    ("batcher",),
+    buckets=HTTP_DURATION_BUCKETS_S,
+    registry=REGISTRY,
+)
 LEDGER_BATCH_FAILURES: Final = Counter(
     "zhifu_ledger_batch_failures",
     "Batches that failed as a whole at the database level (each caller then retried alone).",

@@ -36,6 +36,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from zhifu.ops import metrics
 from zhifu.store.uow import is_transient, run_in_transaction
 
 T = TypeVar("T")
@@ -74,6 +75,7 @@ class TransactionBatcher:
         if not 0 <= wait_s <= WAIT_S_MAX:
             raise ValueError(f"wait_s must be between 0 and {WAIT_S_MAX}")
         self.engine = engine
+        self.name = name
         self.wait_s = wait_s
         self._queue: queue.Queue[_Unit | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -157,12 +159,15 @@ class TransactionBatcher:
                 except Exception as exc:  # noqa: BLE001 - the caller's own error, reported to it
                     outcomes.append((False, exc))
 
+        started = time.perf_counter()
         try:
             self._run_group(whole)
         except BaseException as exc:  # noqa: BLE001 - every caller learns the group failed
             for unit in group:
                 unit.future.set_exception(exc)
             return
+        metrics.DB_GROUP_UNITS.labels(self.name).observe(len(group))
+        metrics.DB_GROUP_DURATION.labels(self.name).observe(time.perf_counter() - started)
         for unit, (ok, value) in zip(group, outcomes, strict=True):
             if ok:
                 unit.future.set_result(value)

@@ -4,6 +4,7 @@ limits, account states, bad input) changes nothing at all."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from typing import Any
@@ -360,10 +361,8 @@ def test_concurrent_payments_keep_the_daily_limit(bank: PayingBank) -> None:
     per = CLASS_III_OUTGOING_DAILY_MAX_MINOR // 4
 
     def pay() -> None:
-        try:
+        with contextlib.suppress(accounts_errors.LimitExceededError):
             bank.transfer(payer, payee, Money(per, "CNY").to_decimal_string())
-        except accounts_errors.LimitExceededError:
-            pass
 
     threads = [threading.Thread(target=pay) for _ in range(10)]
     for thread in threads:

@@ -80,7 +80,9 @@ def run_in_transaction(
                     connection.info["zhifu_begin"] = "BEGIN IMMEDIATE" if write else "BEGIN"
                 with connection.begin():
                     return work(connection)
-        except DBAPIError as exc:
+        except Exception as exc:
+            # Raw driver errors count too: the ledger writes through psycopg's
+            # own cursor (COPY), whose errors SQLAlchemy never wraps.
             if not is_transient(exc, retry_unique_violation=retry_unique_violation):
                 raise
             last = exc

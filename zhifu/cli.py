@@ -447,7 +447,12 @@ def _utc_text(ts_us: int) -> str:
 
 # Modules that register their encrypted columns (zhifu.security.rotation.register)
 # when imported. One that does not exist yet is skipped; any other import error is not.
-ENCRYPTED_COLUMN_OWNERS = ("zhifu.identity.store", "zhifu.accounts.store", "zhifu.webhooks.store")
+ENCRYPTED_COLUMN_OWNERS = (
+    "zhifu.identity.store",
+    "zhifu.accounts.store",
+    "zhifu.webhooks.store",
+    "zhifu.payments.store",
+)
 
 
 def _encrypted_columns() -> list[EncryptedColumns]:
@@ -737,6 +742,91 @@ def bench_identity(
     else:
         for key, value in result.items():
             click.echo(f"{key:>14}: {value}")
+
+
+@bench.command("payments")
+@click.option(
+    "--database-url",
+    default=None,
+    help="A PostgreSQL server URL (a scratch database is created and dropped)"
+    " or sqlite:// (default: a scratch SQLite file).",
+)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1), help="Server processes."
+)
+@click.option(
+    "--clients", default=64, show_default=True, type=click.IntRange(1), help="Concurrent clients."
+)
+@click.option(
+    "--seconds",
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="Length of the measured payments, and again of the floor.",
+)
+@click.option("--warmup-s", default=2.0, show_default=True, type=float, help="Not measured.")
+@click.option("--customers", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--accounts-per-customer", default=4, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--replays",
+    default=100,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Payments sent again with the same Idempotency-Key.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_payments(
+    database_url: str | None,
+    workers: int,
+    clients: int,
+    seconds: float,
+    warmup_s: float,
+    customers: int,
+    accounts_per_customer: int,
+    replays: int,
+    as_json: bool,
+) -> None:
+    """Payments over HTTP against a real server, with a floor to compare.
+
+    The floor is the cheapest authenticated read (GET /v1/accounts/{id}), by
+    the same clients for as long. Exits with status 1 when a request failed
+    or a check after the run did not hold (ledger verify, balances, every
+    payment settled exactly once).
+    """
+    from zhifu.bench.payments import (
+        PaymentsBenchConfig,
+        check_config,
+        progress_total,
+        run_payments_bench,
+        summary,
+    )
+
+    config = PaymentsBenchConfig(
+        database_url=database_url,
+        workers=workers,
+        clients=clients,
+        seconds=seconds,
+        warmup_s=warmup_s,
+        customers=customers,
+        accounts_per_customer=accounts_per_customer,
+        replays=replays,
+    )
+    try:
+        check_config(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    with _progress("payments bench", progress_total(config)) as progress:
+        try:
+            result = run_payments_bench(config, progress)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo("\n".join(summary(result)) + "\n")
+        for key, value in result.items():
+            click.echo(f"{key:>26}: {value}")
+    sys.exit(0 if result["ok"] else 1)
 
 
 # --- qr -----------------------------------------------------------------------------
@@ -1054,6 +1144,38 @@ def webhooks_replay(delivery_id: uuid.UUID) -> None:
         except WebhookError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"queued delivery {view.id}: a replay of {delivery_id} (event {view.event_id})")
+
+
+# --- scheduled transfers ------------------------------------------------------------------
+
+
+@main.group()
+def schedules() -> None:
+    """Scheduled and recurring transfers: pay the due runs now.
+
+    The server pays them by itself every few seconds; this is for operators
+    (after an outage, or where no server runs the scheduler).
+    """
+
+
+@schedules.command("run-due")
+def schedules_run_due() -> None:
+    """Pay every run that is due now, once, and print what happened.
+
+    Claims due schedules in batches (safe beside running servers and other
+    schedulers: each run is paid exactly once), pays or records each run, and
+    prints how many were paid, failed (refused: funds, limits, an account's
+    state; recorded with the reason), skipped (more than a day late), lost to
+    another scheduler, and errors (logged; tried again when the claim runs out).
+    """
+    with _runtime() as runtime:
+        service = runtime.schedules
+        with _progress("paying due runs", service.count_due()) as progress:
+            counts = service.run_due(progress=progress)
+    click.echo(
+        f"claimed {counts.claimed}: paid {counts.paid}, failed {counts.failed},"
+        f" skipped {counts.skipped}, lost {counts.lost}, errors {counts.errors}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

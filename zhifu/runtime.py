@@ -23,9 +23,13 @@ from zhifu.identity.staff import StaffService
 from zhifu.ledger.group_commit import GroupCommitter
 from zhifu.ledger.service import LedgerService
 from zhifu.ledger.worker import LedgerWorker
+from zhifu.merchants.service import MerchantsService
 from zhifu.ops.audit import AuditCheckpointer, AuditTrail
 from zhifu.ops.outbox import OutboxDispatcher
 from zhifu.ops.periodic import PeriodicTask
+from zhifu.payments.history import HistoryService
+from zhifu.payments.payees import PayeesService
+from zhifu.payments.schedules import SchedulesService
 from zhifu.payments.service import PaymentsService
 from zhifu.security.envelope import KeyRing
 from zhifu.security.service_token import load_service_token
@@ -43,6 +47,7 @@ RELYING_PARTY_NAME = "zhifu 智付"
 IDENTITY_UPKEEP_INTERVAL_S = 300.0
 WEBHOOK_DISPATCH_INTERVAL_S = 1.0
 OUTBOX_PRUNE_INTERVAL_S = 3600.0
+SCHEDULE_RUN_INTERVAL_S = 10.0
 
 
 def tune_gc() -> None:
@@ -98,11 +103,13 @@ class Runtime:
 
     @cached_property
     def identity_upkeep(self) -> PeriodicTask:
-        """Deletes used-up challenges, old throttle counters and expired partner nonces."""
+        """Deletes used-up challenges, old throttle counters, expired partner nonces
+        and payment codes that expired unused."""
 
         def upkeep() -> None:
             self.identity.prune()
             self.partners.prune_nonces()
+            self.merchants.prune()
 
         task = PeriodicTask("identity-upkeep", upkeep, interval_s=IDENTITY_UPKEEP_INTERVAL_S)
         self._closers.append(task)
@@ -165,6 +172,38 @@ class Runtime:
             policies=accounts.policies,
             batcher=self.payments_batcher,
         )
+
+    @cached_property
+    def payees(self) -> PayeesService:
+        """Each customer's payee book, and payments to its payees."""
+        return PayeesService(self.engine, self.keyring, self.payments)
+
+    @cached_property
+    def schedules(self) -> SchedulesService:
+        """Scheduled and recurring transfers, and the scheduler that pays them."""
+        return SchedulesService(self.engine, self.payees)
+
+    @cached_property
+    def schedule_runner(self) -> PeriodicTask:
+        """Pays the due runs of scheduled transfers every SCHEDULE_RUN_INTERVAL_S;
+        closing it stops after the run in hand."""
+
+        def run() -> None:
+            self.schedules.run_due(lambda: task.stopping)
+
+        task = PeriodicTask("schedule-runner", run, interval_s=SCHEDULE_RUN_INTERVAL_S)
+        self._closers.append(task)
+        return task
+
+    @cached_property
+    def merchants(self) -> MerchantsService:
+        """Merchants, their QR codes, customer-presented payment codes and refunds."""
+        return MerchantsService(self.engine, self.payments, self.keyring)
+
+    @cached_property
+    def history(self) -> HistoryService:
+        """Account history, statements, CSV export and signed receipts."""
+        return HistoryService(self.engine, self.signer, bank_code=self.accounts.bank_code)
 
     @cached_property
     def payments_batcher(self) -> TransactionBatcher | None:

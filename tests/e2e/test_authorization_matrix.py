@@ -28,13 +28,16 @@ record stays.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -294,6 +297,31 @@ class World:
             )
 
         return check
+
+    def funded_account(self, who: Customer, amount: str = "100.00") -> dict[str, Any]:
+        """A new CNY account of ``who``'s with money in it, paid in by a teller."""
+        account = self.bank_account(who)
+        teller = self.holder(Permission.CASH_MANAGE)
+        body = {"account_id": account["id"], "amount": amount, "currency": "CNY"}
+        response = self.bank.call(
+            "POST",
+            "/v1/teller/deposits",
+            self.token(teller),
+            json=body,
+            headers={"Idempotency-Key": secrets.token_hex(8)},
+        )
+        assert response.status_code == 200, response.text
+        return account
+
+    def payment(self, who: Customer) -> dict[str, Any]:
+        """A settled payment from ``who``'s funded account to a scratch customer's."""
+        call = _pay(self, who)
+        response = self.bank.call(
+            "POST", call.path, self.token(who), json=call.json, headers=call.headers
+        )
+        assert response.status_code == 201, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
 
     def teller_account(self) -> str:
         """A customer's account that the teller routes pay into and out of."""
@@ -618,6 +646,276 @@ def _teller(kind: str) -> Build:
     return build
 
 
+def _pay(world: World, who: Customer) -> Call:
+    payer = world.funded_account(who)
+    payee = world.bank_account(world.scratch_customer())
+    body = {
+        "from_account_id": payer["id"],
+        "to_account_number": payee["number"],
+        "amount": "1.00",
+        "currency": "CNY",
+    }
+    return Call("/v1/payments", json=body, headers={"Idempotency-Key": secrets.token_hex(8)})
+
+
+def _on_payment(suffix: str = "") -> Build:
+    def build(world: World, who: Customer) -> Call:
+        payment = world.payment(who)
+        path = f"/v1/payments/{payment['id']}"
+
+        def unchanged() -> bool:
+            response = world.bank.call("GET", path, world.token(who))
+            return response.status_code == 200 and response.json()["state"] == payment["state"]
+
+        return Call(path + suffix, still_there=unchanged)
+
+    return build
+
+
+# Payees, schedules and limits: one funded account per person, made on first use,
+# so that people many calls are built for (Alice, the intended customers) stay
+# below their account quota. Each payee is a new customer's account.
+_SOURCE_ACCOUNTS: dict[str, dict[str, Any]] = {}
+
+
+def _source_account(world: World, who: Customer) -> dict[str, Any]:
+    if who.actor not in _SOURCE_ACCOUNTS:
+        _SOURCE_ACCOUNTS[who.actor] = world.funded_account(who)
+    return _SOURCE_ACCOUNTS[who.actor]
+
+
+def _payee_body(world: World) -> dict[str, Any]:
+    target = world.bank_account(world.scratch_customer())
+    return {"account_number": target["number"], "name": "Matrix Payee"}
+
+
+def _payee(world: World, who: Customer) -> dict[str, Any]:
+    """A new payee of ``who``'s, added with the confirmation or step-up it asks for."""
+    token = world.token(who)
+    response = world.bank.sensitive(who, token, "POST", "/v1/payees", json=_payee_body(world))
+    assert response.status_code == 201, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _on_payee(suffix: str = "", *, json: Any = None, pay: bool = False) -> Build:
+    def build(world: World, who: Customer) -> Call:
+        payee = _payee(world, who)
+        body, headers = json, {}
+        if pay:
+            body = {
+                "from_account_id": _source_account(world, who)["id"],
+                "amount": "1.00",
+                "currency": "CNY",
+            }
+            headers = {"Idempotency-Key": secrets.token_hex(8)}
+        return Call(
+            f"/v1/payees/{payee['id']}{suffix}",
+            json=body,
+            headers=headers,
+            still_there=world.listed(who, "/v1/payees", payee["id"]),
+        )
+
+    return build
+
+
+def _new_schedule(world: World, who: Customer) -> Call:
+    tomorrow = datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=1)
+    body = {
+        "from_account_id": _source_account(world, who)["id"],
+        "payee_id": _payee(world, who)["id"],
+        "amount": "1.00",
+        "currency": "CNY",
+        "frequency": "daily",
+        "first_run": tomorrow.replace(tzinfo=None).isoformat(timespec="minutes"),
+        "count": 3,
+    }
+    return Call("/v1/schedules", json=body, headers={"Idempotency-Key": secrets.token_hex(8)})
+
+
+def _on_schedule(suffix: str = "") -> Build:
+    def build(world: World, who: Customer) -> Call:
+        call = _new_schedule(world, who)
+        made = world.bank.call(
+            "POST", call.path, world.token(who), json=call.json, headers=call.headers
+        )
+        assert made.status_code == 201, made.text
+        path = f"/v1/schedules/{made.json()['id']}"
+
+        def unchanged() -> bool:
+            response = world.bank.call("GET", path, world.token(who))
+            return response.status_code == 200 and response.json()["status"] == "active"
+
+        return Call(path + suffix, still_there=unchanged)
+
+    return build
+
+
+def _on_limits(suffix: str = "", *, json: Any = None) -> Build:
+    def build(world: World, who: Customer) -> Call:
+        path = f"/v1/accounts/{_source_account(world, who)['id']}/limits"
+
+        def unchanged() -> bool:
+            response = world.bank.call("GET", path, world.token(who))
+            assert response.status_code == 200, response.text
+            channels = {c["channel"]: c for c in response.json()["channels"]}
+            return channels["online"]["own"]["per_payment"] is None
+
+        return Call(path + suffix, json=json, still_there=unchanged)
+
+    return build
+
+
+# Merchants of the matrix: one approved merchant per owner (with the world's
+# partner key), made on first use; its payments are made by scratch customers.
+_MERCHANTS: dict[str, dict[str, Any]] = {}
+MERCHANT_BODY: Final = {"name": "MATRIX NOODLES", "city": "SHANGHAI", "mcc": "5812"}
+
+
+def _idempotent() -> dict[str, str]:
+    return {"Idempotency-Key": secrets.token_hex(8)}
+
+
+def _onboard(world: World, who: Customer) -> dict[str, Any]:
+    account = world.bank_account(who)
+    response = world.bank.call(
+        "POST",
+        "/v1/merchants",
+        world.token(who),
+        json={**MERCHANT_BODY, "settlement_account_id": account["id"]},
+        headers=_idempotent(),
+    )
+    assert response.status_code == 201, response.text
+    merchant: dict[str, Any] = response.json()
+    return merchant
+
+
+def _merchant(world: World, who: Customer) -> dict[str, Any]:
+    """``who``'s approved merchant, whose point of sale signs with the world's key."""
+    if who.actor not in _MERCHANTS:
+        merchant = _onboard(world, who)
+        approved = world.bank.call(
+            "POST",
+            f"/v1/admin/merchants/{merchant['id']}/approve",
+            world.token(world.admin),
+            json={"partner_key_id": world.partner.key_id},
+        )
+        assert approved.status_code == 200, approved.text
+        _MERCHANTS[who.actor] = approved.json()
+    return _MERCHANTS[who.actor]
+
+
+def _qr_code(world: World, owner: Customer) -> dict[str, Any]:
+    merchant = _merchant(world, owner)
+    response = world.bank.call(
+        "POST",
+        f"/v1/merchants/{merchant['id']}/qr-codes",
+        world.token(owner),
+        json={"kind": "static"},
+        headers=_idempotent(),
+    )
+    assert response.status_code == 201, response.text
+    code: dict[str, Any] = response.json()
+    return code
+
+
+def _scan_and_pay(world: World, owner: Customer) -> dict[str, Any]:
+    """A settled payment of a scratch customer to ``owner``'s merchant."""
+    payer = world.scratch_customer()
+    call = _pay_qr(world, payer, owner)
+    response = world.bank.call(
+        "POST", call.path, world.token(payer), json=call.json, headers=call.headers
+    )
+    assert response.status_code == 201, response.text
+    payment: dict[str, Any] = response.json()
+    return payment
+
+
+def _pay_qr(world: World, who: Customer, owner: Customer | None = None) -> Call:
+    account = world.funded_account(who)
+    code = _qr_code(world, owner or world.scratch_customer())
+    body = {"payload": code["payload"], "amount": "1.00", "from_account_id": account["id"]}
+    return Call("/v1/qr-payments", json=body, headers=_idempotent())
+
+
+def _merchant_of(suffix: str = "", *, json: Any = None, paid: bool = False) -> Build:
+    def build(world: World, who: Customer) -> Call:
+        merchant = _merchant(world, who)
+        path = f"/v1/merchants/{merchant['id']}"
+        if suffix == "/qr-codes/image":
+            suffix_ = f"/qr-codes/{_qr_code(world, who)['id']}/image"
+        elif paid:
+            suffix_ = f"/payments/{_scan_and_pay(world, who)['id']}{suffix}"
+        else:
+            suffix_ = suffix
+        headers = _idempotent() if json is not None else {}
+        return Call(
+            path + suffix_,
+            json=json,
+            headers=headers,
+            still_there=world.listed(who, "/v1/merchants", merchant["id"]),
+        )
+
+    return build
+
+
+def _pending_merchant(world: World, who: Staff) -> Call:
+    merchant = _onboard(world, world.scratch_customer())
+    return Call(
+        f"/v1/admin/merchants/{merchant['id']}/approve",
+        json={"partner_key_id": world.partner.key_id},
+    )
+
+
+def _till_owner(world: World) -> Customer:
+    """The customer whose merchant the world's partner key serves in partner calls."""
+    if "till" not in _MERCHANTS:
+        scratch = world.scratch_customer()
+        _MERCHANTS["till"] = {"owner": scratch, **_merchant(world, scratch)}
+    owner: Customer = _MERCHANTS["till"]["owner"]
+    return owner
+
+
+def _signed_json(world: World, method: str, path: str, body: dict[str, Any]) -> Call:
+    call = _signed(world, method, path, json.dumps(body).encode())
+    call.headers.update(_idempotent())
+    return call
+
+
+def _till(suffix: str, *, paid: bool = False, body: dict[str, Any] | None = None) -> Build:
+    def build(world: World, who: None) -> Call:
+        owner = _till_owner(world)
+        path = f"/v1/partner/merchants/{_merchant(world, owner)['id']}"
+        if suffix == "/qr-codes/image":
+            path += f"/qr-codes/{_qr_code(world, owner)['id']}/image"
+        elif paid:
+            path += f"/payments/{_scan_and_pay(world, owner)['id']}{suffix}"
+        else:
+            path += suffix
+        if body is None:
+            return _signed(world, "GET", path)
+        return _signed_json(world, "POST", path, body)
+
+    return build
+
+
+def _charge(world: World, who: None) -> Call:
+    payer = world.scratch_customer()
+    account = world.funded_account(payer)
+    code = world.bank.call(
+        "POST",
+        "/v1/payment-codes",
+        world.token(payer),
+        json={"account_id": account["id"]},
+        headers=_idempotent(),
+    )
+    assert code.status_code == 201, code.text
+    digits = world.bank.remember("payment code", code.json()["code"])
+    merchant = _merchant(world, _till_owner(world))
+    body = {"payment_code": digits, "amount": "1.00", "currency": "CNY"}
+    return _signed_json(world, "POST", f"/v1/partner/merchants/{merchant['id']}/charges", body)
+
+
 MATRIX: Final[dict[tuple[str, str], Route]] = {
     # --- public: registration and the sign-in steps
     ("POST", "/v1/customers"): Route(Access.PUBLIC, _register, (201,)),
@@ -628,6 +926,10 @@ MATRIX: Final[dict[tuple[str, str], Route]] = {
         Access.PUBLIC, plain("/v1/auth/passkey/options"), (200,)
     ),
     ("POST", "/v1/auth/passkey"): Route(Access.PUBLIC, _passkey_login, (200,)),
+    # the key that verifies electronic receipts, for anyone holding one
+    ("GET", "/v1/receipts/public-key"): Route(
+        Access.PUBLIC, plain("/v1/receipts/public-key"), (200,)
+    ),
     # --- the bound phone, with the QR code's nonce
     ("GET", "/v1/confirmations/{confirmation_id}"): Route(
         Access.CONFIRMATION, _confirmation(None), (200,)
@@ -711,6 +1013,53 @@ MATRIX: Final[dict[tuple[str, str], Route]] = {
         (201,),
     ),
     ("GET", "/v1/accounts"): Route(Access.CUSTOMER, plain("/v1/accounts"), (200,)),
+    # --- payments, the caller's own only
+    ("POST", "/v1/payments"): Route(Access.CUSTOMER, _pay, (201,)),
+    ("GET", "/v1/payments/{payment_id}"): Route(Access.CUSTOMER, _on_payment(), (200,), owned=True),
+    # --- payees, schedules and own limits, the caller's own only
+    ("POST", "/v1/payees"): Route(
+        Access.CUSTOMER,
+        lambda world, who: Call("/v1/payees", json=_payee_body(world)),
+        (201,),
+        step_up=True,
+    ),
+    ("GET", "/v1/payees"): Route(Access.CUSTOMER, plain("/v1/payees"), (200,)),
+    ("PATCH", "/v1/payees/{payee_id}"): Route(
+        Access.CUSTOMER, _on_payee(json={"nickname": "Matrix rent"}), (200,), owned=True
+    ),
+    ("DELETE", "/v1/payees/{payee_id}"): Route(Access.CUSTOMER, _on_payee(), (204,), owned=True),
+    ("POST", "/v1/payees/{payee_id}/payments"): Route(
+        Access.CUSTOMER, _on_payee("/payments", pay=True), (201,), owned=True
+    ),
+    ("POST", "/v1/schedules"): Route(Access.CUSTOMER, _new_schedule, (201,)),
+    ("GET", "/v1/schedules"): Route(Access.CUSTOMER, plain("/v1/schedules"), (200,)),
+    ("GET", "/v1/schedules/{schedule_id}"): Route(
+        Access.CUSTOMER, _on_schedule(), (200,), owned=True
+    ),
+    ("POST", "/v1/schedules/{schedule_id}/cancel"): Route(
+        Access.CUSTOMER, _on_schedule("/cancel"), (200,), owned=True
+    ),
+    # A schedule pauses only after failed runs, which the matrix cannot wait for:
+    # the right caller's active schedule answers 409 schedule-state, once let in.
+    ("POST", "/v1/schedules/{schedule_id}/resume"): Route(
+        Access.CUSTOMER, _on_schedule("/resume"), (200, 409), owned=True
+    ),
+    ("GET", "/v1/accounts/{account_id}/limits"): Route(
+        Access.CUSTOMER, _on_limits(), (200,), owned=True
+    ),
+    ("PUT", "/v1/accounts/{account_id}/limits/{channel}"): Route(
+        Access.CUSTOMER, _on_limits("/online", json={"per_payment": "10.00"}), (200,), owned=True
+    ),
+    ("GET", "/v1/payments"): Route(Access.CUSTOMER, plain("/v1/payments"), (200,)),
+    ("GET", "/v1/payments/{payment_id}/receipt"): Route(
+        Access.CUSTOMER, _on_payment("/receipt"), (200,), owned=True
+    ),
+    ("GET", "/v1/accounts/{account_id}/transactions"): Route(
+        Access.CUSTOMER, _on_account("/transactions"), (200,), owned=True
+    ),
+    ("GET", "/v1/accounts/{account_id}/transactions.csv"): Route(
+        Access.CUSTOMER, _on_account("/transactions.csv"), (200,), owned=True
+    ),
     ("GET", "/v1/accounts/{account_id}"): Route(Access.CUSTOMER, _on_account(), (200,), owned=True),
     ("PATCH", "/v1/accounts/{account_id}"): Route(
         Access.CUSTOMER, _on_account(json={"nickname": "Matrix savings"}), (200,), owned=True
@@ -742,6 +1091,48 @@ MATRIX: Final[dict[tuple[str, str], Route]] = {
     ),
     ("POST", "/v1/cards/{card_id}/reissue"): Route(
         Access.CUSTOMER, _on_card("/reissue", status="lost"), (201,), owned=True
+    ),
+    # --- merchants: the owner's, and paying them (any customer)
+    ("POST", "/v1/merchants"): Route(
+        Access.CUSTOMER,
+        lambda world, who: Call(
+            "/v1/merchants",
+            json={**MERCHANT_BODY, "settlement_account_id": world.bank_account(who)["id"]},
+            headers=_idempotent(),
+        ),
+        (201,),
+    ),
+    ("GET", "/v1/merchants"): Route(Access.CUSTOMER, plain("/v1/merchants"), (200,)),
+    ("GET", "/v1/merchants/{merchant_id}"): Route(
+        Access.CUSTOMER, _merchant_of(), (200,), owned=True
+    ),
+    ("POST", "/v1/merchants/{merchant_id}/qr-codes"): Route(
+        Access.CUSTOMER, _merchant_of("/qr-codes", json={"kind": "static"}), (201,), owned=True
+    ),
+    ("GET", "/v1/merchants/{merchant_id}/qr-codes/{qr_code_id}/image"): Route(
+        Access.CUSTOMER, _merchant_of("/qr-codes/image"), (200,), owned=True
+    ),
+    ("GET", "/v1/merchants/{merchant_id}/payments"): Route(
+        Access.CUSTOMER, _merchant_of("/payments"), (200,), owned=True
+    ),
+    ("GET", "/v1/merchants/{merchant_id}/payments/{payment_id}"): Route(
+        Access.CUSTOMER, _merchant_of(paid=True), (200,), owned=True
+    ),
+    ("POST", "/v1/merchants/{merchant_id}/payments/{payment_id}/refunds"): Route(
+        Access.CUSTOMER,
+        _merchant_of("/refunds", json={"amount": "0.50", "currency": "CNY"}, paid=True),
+        (201,),
+        owned=True,
+    ),
+    ("POST", "/v1/qr-payments"): Route(Access.CUSTOMER, _pay_qr, (201,)),
+    ("POST", "/v1/payment-codes"): Route(
+        Access.CUSTOMER,
+        lambda world, who: Call(
+            "/v1/payment-codes",
+            json={"account_id": world.bank_account(who)["id"]},
+            headers=_idempotent(),
+        ),
+        (201,),
     ),
     # --- staff, by permission
     ("POST", "/v1/teller/deposits"): Route(
@@ -817,6 +1208,12 @@ MATRIX: Final[dict[tuple[str, str], Route]] = {
     ("GET", "/v1/audit/events"): Route(
         Access.STAFF, plain("/v1/audit/events"), (200,), Permission.AUDIT_READ
     ),
+    ("GET", "/v1/admin/merchants"): Route(
+        Access.STAFF, plain("/v1/admin/merchants"), (200,), Permission.PARTNERS_MANAGE
+    ),
+    ("POST", "/v1/admin/merchants/{merchant_id}/approve"): Route(
+        Access.STAFF, _pending_merchant, (200,), Permission.PARTNERS_MANAGE
+    ),
     # --- partners, by signed request
     ("GET", "/v1/partner/ping"): Route(Access.PARTNER, _partner_ping("GET"), (200,)),
     ("POST", "/v1/partner/ping"): Route(Access.PARTNER, _partner_ping("POST"), (200,)),
@@ -839,6 +1236,24 @@ MATRIX: Final[dict[tuple[str, str], Route]] = {
     ),
     ("POST", "/v1/partner/webhook-deliveries/{delivery_id}/replay"): Route(
         Access.PARTNER, _webhook_replay, (202,)
+    ),
+    ("POST", "/v1/partner/merchants/{merchant_id}/qr-codes"): Route(
+        Access.PARTNER, _till("/qr-codes", body={"kind": "dynamic", "amount": "2.00"}), (201,)
+    ),
+    ("GET", "/v1/partner/merchants/{merchant_id}/qr-codes/{qr_code_id}/image"): Route(
+        Access.PARTNER, _till("/qr-codes/image"), (200,)
+    ),
+    ("POST", "/v1/partner/merchants/{merchant_id}/charges"): Route(Access.PARTNER, _charge, (201,)),
+    ("GET", "/v1/partner/merchants/{merchant_id}/payments"): Route(
+        Access.PARTNER, _till("/payments"), (200,)
+    ),
+    ("GET", "/v1/partner/merchants/{merchant_id}/payments/{payment_id}"): Route(
+        Access.PARTNER, _till("", paid=True), (200,)
+    ),
+    ("POST", "/v1/partner/merchants/{merchant_id}/payments/{payment_id}/refunds"): Route(
+        Access.PARTNER,
+        _till("/refunds", paid=True, body={"amount": "0.50", "currency": "CNY"}),
+        (201,),
     ),
     # --- the bank's own services: the service token
     ("POST", "/v1/ledger/accounts"): Route(

@@ -64,6 +64,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
@@ -82,6 +83,7 @@ from zhifu.accounts.errors import (
     InsufficientFundsError,
     InvalidCashAmountError,
     InvalidIdempotencyKeyError,
+    InvalidLimitError,
     LimitExceededError,
     LimitScope,
     QuotaExceededError,
@@ -102,6 +104,7 @@ from zhifu.accounts.model import (
     CardExpiry,
     CardStatus,
     Channel,
+    CustomerLimits,
     Direction,
     LedgerCounters,
     LimitPolicy,
@@ -121,7 +124,9 @@ from zhifu.accounts.model import (
     policy_for,
     random_pan,
     reissued_card_status,
+    remaining_allowance,
     spending_buckets,
+    validate_customer_limits,
 )
 from zhifu.ids import uuid7
 from zhifu.invariant import InvariantError, invariant
@@ -138,6 +143,7 @@ from zhifu.ledger.model import (
 from zhifu.ledger.service import LedgerService
 from zhifu.money import Money
 from zhifu.ops.audit import AuditContext, record
+from zhifu.payments import store as payments_store
 from zhifu.security.envelope import KeyRing, column_context
 from zhifu.store.uow import is_transient, run_in_transaction
 
@@ -1135,6 +1141,109 @@ class AccountsService:
         )
         return error
 
+    # --- customer-chosen limits -------------------------------------------------------------
+
+    def limits(self, customer_id: uuid.UUID, account_id: uuid.UUID) -> AccountLimitsView:
+        """The account's outgoing limits per channel: the bank's policy, the customer's
+        own lower limits, what was spent today and this year, and the largest payment
+        allowed now. Raises AccountNotFoundError (also for another customer's account)."""
+        now = self.clock()
+        buckets = spending_buckets(now)
+        periods = [buckets.day.isoformat(), str(buckets.year)]
+
+        def work(connection: Connection) -> tuple[Row[Any], dict[str, Row[Any]], dict[str, int]]:
+            row = self._owned(connection, customer_id, account_id)
+            own = {r.channel: r for r in payments_store.customer_limits_of(connection, account_id)}
+            totals = payments_store.spending_totals(
+                connection, account_id, Direction.OUTGOING.value, periods
+            )
+            return row, own, totals
+
+        row, own, totals = self._tx(work, write=False)
+        currency = row.currency
+        spent_today = Money(totals[periods[0]], currency)
+        spent_this_year = Money(totals[periods[1]], currency)
+        balance = Money(self.ledger.get_account(account_id).balance_posted, currency)
+        channels = []
+        for channel in Channel:
+            policy = self._outgoing_policy(row, channel)
+            chosen = _chosen_limits(currency, own.get(channel.value))
+            remaining = remaining_allowance(policy, chosen, spent_today, spent_this_year, balance)
+            channels.append(ChannelLimitsView(channel, policy, chosen, remaining))
+        return AccountLimitsView(
+            account_id=account_id,
+            currency=currency,
+            day=buckets.day,
+            year=buckets.year,
+            spent_today=spent_today,
+            spent_this_year=spent_this_year,
+            channels=tuple(channels),
+        )
+
+    def set_limits(
+        self,
+        customer_id: uuid.UUID,
+        account_id: uuid.UUID,
+        requested: ChannelLimitsRequest,
+        ctx: AuditContext,
+        *,
+        raise_allowed: bool = False,
+    ) -> AccountLimitsView:
+        """Replace the customer's own limits of one channel (None: the policy's).
+
+        They may only lower the bank's policy; zero turns the channel off.
+        Raising one of them back up (or removing it) needs ``raise_allowed``,
+        which the API grants after a step-up.
+
+        Raises:
+            AccountNotFoundError: no such account of the customer's.
+            AccountStateError: the account is closed.
+            InvalidLimitError: negative, above the policy, or a raise not allowed.
+            UnsupportedCurrencyError: an amount in another currency than the account's.
+        """
+
+        def work(connection: Connection) -> None:
+            row = self._owned(connection, customer_id, account_id, lock=True)
+            if row.status == AccountStatus.CLOSED.value:
+                raise AccountStateError("the account is closed: its limits cannot change")
+            channel = requested.channel
+            wanted = CustomerLimits(
+                row.currency, requested.per_payment, requested.daily, requested.yearly
+            )
+            validate_customer_limits(self._outgoing_policy(row, channel), wanted)
+            stored_row = payments_store.customer_limits(connection, account_id, channel.value)
+            stored = _chosen_limits(row.currency, stored_row)
+            if raises_limits(stored, wanted) and not raise_allowed:
+                raise InvalidLimitError(
+                    "raising a limit you set (or removing it) needs you to confirm it is you"
+                    " first; lowering needs nothing"
+                )
+            per_payment, daily, yearly = (
+                None if m is None else m.amount_minor for m in requested.amounts()
+            )
+            payments_store.set_customer_limits(
+                connection, account_id, channel.value, (per_payment, daily, yearly), self.clock()
+            )
+            shown = [None if m is None else m.to_decimal_string() for m in requested.amounts()]
+            record(
+                connection,
+                ctx.event(
+                    "accounts.limits.set",
+                    f"account:{account_id}",
+                    channel=channel.value,
+                    per_payment=shown[0],
+                    daily=shown[1],
+                    yearly=shown[2],
+                ),
+            )
+
+        self._tx(work)
+        return self.limits(customer_id, account_id)
+
+    def _outgoing_policy(self, row: Row[Any], channel: Channel) -> LimitPolicy:
+        account_class = AccountClass(row.account_class)
+        return policy_for(self.policies, account_class, channel, Direction.OUTGOING, row.currency)
+
 
 # --- pure helpers ---------------------------------------------------------------------------
 
@@ -1224,3 +1333,75 @@ def _conflict(key: str, existing: Transfer) -> IdempotencyConflictError:
         f"Idempotency-Key {key!r} was already used for {what} of {amount}; use a new key for "
         "a new request, and the same key only to retry the same one"
     )
+
+
+# --- customer-chosen limits: views and rules ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLimitsRequest:
+    """The limits a customer asks for on one channel; None keeps the policy's."""
+
+    channel: Channel
+    per_payment: Money | None = None
+    daily: Money | None = None
+    yearly: Money | None = None
+
+    def amounts(self) -> tuple[Money | None, Money | None, Money | None]:
+        return (self.per_payment, self.daily, self.yearly)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLimitsView:
+    """One channel's outgoing limits: the bank's, the customer's own (None: none
+    chosen), and the largest single payment allowed now (None: no limit)."""
+
+    channel: Channel
+    policy: LimitPolicy
+    chosen: CustomerLimits | None
+    remaining: Money | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLimitsView:
+    """An account's limits on every channel, with the day's and year's spending
+    (Shanghai calendar) that the daily and yearly limits count."""
+
+    account_id: uuid.UUID
+    currency: str
+    day: date
+    year: int
+    spent_today: Money
+    spent_this_year: Money
+    channels: tuple[ChannelLimitsView, ...]
+
+    def channel(self, channel: Channel) -> ChannelLimitsView:
+        return next(c for c in self.channels if c.channel is channel)
+
+
+def _chosen_limits(currency: str, row: Row[Any] | None) -> CustomerLimits | None:
+    if row is None:
+        return None
+
+    def money(value: int | None) -> Money | None:
+        return None if value is None else Money(int(value), currency)
+
+    return CustomerLimits(
+        currency,
+        per_payment=money(row.per_payment_minor),
+        daily=money(row.daily_minor),
+        yearly=money(row.yearly_minor),
+    )
+
+
+def raises_limits(current: CustomerLimits | None, wanted: CustomerLimits) -> bool:
+    """Whether ``wanted`` raises any limit of ``current``: a higher amount, or none
+    where there was one (the bank's policy, always at least as high, applies then)."""
+    if current is None:
+        return False
+    before, after = current.limits(), wanted.limits()
+    for scope, old in before.items():
+        new = after[scope]
+        if old is not None and (new is None or new > old):
+            return True
+    return False

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from starlette.middleware.cors import CORSMiddleware
@@ -31,7 +32,18 @@ from zhifu.api.docs_page import CONTENT_SECURITY_POLICY, docs_html
 from zhifu.api.middleware import RequestContextMiddleware
 from zhifu.api.problems import install_problem_handlers, problem_openapi
 from zhifu.api.request_context import REQUEST_ID_HEADER
-from zhifu.api.routers import accounts, admin, health, identity, ledger, payments, webhooks
+from zhifu.api.routers import (
+    accounts,
+    admin,
+    health,
+    history,
+    identity,
+    ledger,
+    merchants,
+    payees,
+    payments,
+    webhooks,
+)
 from zhifu.api.security_headers import SecurityHeadersMiddleware
 from zhifu.config import load_settings
 from zhifu.ops.logging import configure_logging, get_logger
@@ -41,6 +53,7 @@ from zhifu.runtime import Runtime, build_runtime, tune_gc
 API_TITLE: Final = "zhifu"
 OPENAPI_URL: Final = "/openapi.json"
 DOCS_URL: Final = "/docs"
+WORKER_THREADS: Final = 16  # threads for blocking use cases; the database pools hold 16
 API_DESCRIPTION: Final = (
     "zhifu (智付), a bank's payment platform. Every error is an RFC 9457 problem "
     "(application/problem+json) with `instance` and `request_id`; every response "
@@ -83,6 +96,12 @@ OPENAPI_TAGS: Final = [
         "description": "A partner's webhook subscriptions, their delivery log, replays and"
         " test events. Signed partner requests; how to check a webhook's signature is in"
         " docs/payments.md.",
+    },
+    {
+        "name": "merchants",
+        "description": "Merchants onboarded by their owners and approved by staff, their EMVCo"
+        " QR codes (static and dynamic, as text, PNG or SVG), paying a scanned code, one-time"
+        " payment codes charged by a point of sale, refunds, and the merchant's payments.",
     },
 ]
 CORS_ALLOW_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -144,13 +163,20 @@ def create_app(
 
 
 def _include_routers(app: FastAPI) -> None:
-    """Every context's router is included here, and only here."""
+    """Every context's router is included here, and only here.
+
+    A request is matched against the routes in this order, one by one, so the
+    busiest customer routes come first (no two routers' paths overlap).
+    """
+    app.include_router(payments.router)
+    app.include_router(accounts.router)
     app.include_router(health.router)
     app.include_router(ledger.router)
     app.include_router(identity.router)
     app.include_router(admin.router)
-    app.include_router(accounts.router)
-    app.include_router(payments.router)
+    app.include_router(payees.router)
+    app.include_router(history.router)
+    app.include_router(merchants.router)
     app.include_router(webhooks.router)
 
 
@@ -170,6 +196,10 @@ def create_app_from_env() -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     _log.info("api_started", version=__version__)
+    # Blocking use cases run on this many threads: beyond the database pool's
+    # size they would only queue for a connection (or, past its overflow, open
+    # and close connections on every request) and fight over the GIL.
+    to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     runtime = app.state.runtime
     runtime.service_token  # noqa: B018 - made now, so operators can read it before any call
     if app.state.background:
@@ -177,6 +207,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.audit_checkpointer.start()
         runtime.identity_upkeep.start()
         runtime.webhook_dispatcher.start()
+        runtime.schedule_runner.start()
     try:
         yield
     finally:

@@ -23,7 +23,7 @@ from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zhifu.api.deps import RuntimeDep, get_runtime
+from zhifu.api.deps import RuntimeDep, runtime_of
 from zhifu.api.problems import ProblemError, error_mapping_for, register_error_mapping
 from zhifu.api.request_context import REQUEST_ID_STATE_KEY, route_template
 from zhifu.identity import errors as identity_errors
@@ -42,7 +42,16 @@ STATE_CHANGING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # requests (401, 422, ...) are audited like any other.
 # Routes whose successes are on record in their own journal: the ledger's
 # batches, and payment orders with their history of transitions.
-SELF_JOURNALED_ROUTES: Final = frozenset({"/v1/ledger/transfers", "/v1/payments"})
+SELF_JOURNALED_ROUTES: Final = frozenset(
+    {
+        "/v1/ledger/transfers",
+        "/v1/payments",
+        "/v1/qr-payments",
+        "/v1/partner/merchants/{merchant_id}/charges",
+        "/v1/merchants/{merchant_id}/payments/{payment_id}/refunds",
+        "/v1/partner/merchants/{merchant_id}/payments/{payment_id}/refunds",
+    }
+)
 
 _log = get_logger("zhifu.api.auth")
 
@@ -70,7 +79,7 @@ register_error_mapping(PasskeyError, 401, "passkey-invalid", "Passkey not accept
 register_error_mapping(RequestSignatureError, 401, "signature-invalid", "Signature not accepted")
 
 
-def audit_context(request: Request) -> AuditContext:
+async def audit_context(request: Request) -> AuditContext:
     """The request's audit context, made on first use and kept in the request state."""
     ctx = request.scope.setdefault("state", {}).get(AUDIT_STATE_KEY)
     if ctx is None:
@@ -121,13 +130,13 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def current_customer(principal: CurrentPrincipal) -> Principal:
+async def current_customer(principal: CurrentPrincipal) -> Principal:
     if principal.kind != "customer":
         raise ProblemError(403, "forbidden", "Forbidden", "this endpoint is for customers")
     return principal
 
 
-def current_staff(principal: CurrentPrincipal) -> Principal:
+async def current_staff(principal: CurrentPrincipal) -> Principal:
     if principal.kind != "staff":
         raise ProblemError(403, "forbidden", "Forbidden", "this endpoint is for bank staff")
     return principal
@@ -140,7 +149,7 @@ CurrentStaff = Annotated[Principal, Depends(current_staff)]
 def require_permission(permission: Permission) -> object:
     """A dependency: the caller is staff holding ``permission``."""
 
-    def check(principal: CurrentStaff) -> Principal:
+    async def check(principal: CurrentStaff) -> Principal:
         if not principal.can(permission):
             raise ProblemError(
                 403,
@@ -154,7 +163,7 @@ def require_permission(permission: Permission) -> object:
 
 
 async def current_partner(request: Request, ctx: AuditCtx) -> Principal:
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     body = await request.body()
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     query = request.scope.get("query_string") or b""

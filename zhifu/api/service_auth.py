@@ -22,7 +22,7 @@ def _unauthorised(detail: str) -> ProblemError:
     )
 
 
-def require_service_token(
+async def require_service_token(
     runtime: Annotated[Runtime, Depends(get_runtime)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, or_, select, update
 
 from zhifu.identity.throttle import ThrottleKey
 from zhifu.ids import uuid7
@@ -160,23 +160,26 @@ def insert_session(connection: Connection, values: dict[str, Any]) -> None:
     connection.execute(insert(identity_sessions).values(**values))
 
 
+# Built once with a bound parameter: every authenticated request runs it.
+_SESSION_FOR_REQUEST = (
+    select(identity_sessions, identity_customers.c.status.label("customer_status"))
+    .select_from(
+        identity_sessions.outerjoin(
+            identity_customers,
+            and_(
+                identity_sessions.c.subject_kind == "customer",
+                identity_customers.c.id == identity_sessions.c.subject_id,
+            ),
+        )
+    )
+    .where(identity_sessions.c.token_hash == bindparam("token_hash"))
+)
+
+
 def session_for_request(connection: Connection, token_hash: bytes) -> Row[Any] | None:
     """A session with its customer's status (``customer_status``, None for staff):
     the one query an authenticated customer request costs."""
-    query = (
-        select(identity_sessions, identity_customers.c.status.label("customer_status"))
-        .select_from(
-            identity_sessions.outerjoin(
-                identity_customers,
-                and_(
-                    identity_sessions.c.subject_kind == "customer",
-                    identity_customers.c.id == identity_sessions.c.subject_id,
-                ),
-            )
-        )
-        .where(identity_sessions.c.token_hash == token_hash)
-    )
-    return connection.execute(query).one_or_none()
+    return connection.execute(_SESSION_FOR_REQUEST, {"token_hash": token_hash}).one_or_none()
 
 
 def session_by_id(connection: Connection, session_id: uuid.UUID) -> Row[Any] | None:

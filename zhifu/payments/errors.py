@@ -125,3 +125,73 @@ class StepUpNeededError(PaymentError):
     amount); the API layer asks for it before the payment is made."""
 
     code = "step_up_needed"
+
+
+# --- payees and schedules ---------------------------------------------------------------
+
+
+class InvalidPayeeError(PaymentError):
+    """A payee's details break a rule (name, nickname, account number); nothing
+    was stored. ``field`` names the part of the request."""
+
+    code = "invalid_payee"
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PayeeNotFoundError(PaymentError):
+    """No payee with this id in the caller's payee book (it does not exist, or
+    is another customer's: the two answer alike)."""
+
+    code = "payee_not_found"
+
+
+class PayeeExistsError(PaymentError):
+    """The payee book already holds this account (the blind index found it)."""
+
+    code = "payee_exists"
+
+
+class PayeeInUseError(PaymentError):
+    """A payee that an active or paused schedule pays cannot be deleted."""
+
+    code = "payee_in_use"
+
+
+class TooManyError(PaymentError):
+    """A customer would hold more payees or schedules than the limits allow."""
+
+    code = "quota_exceeded"
+
+
+class InvalidScheduleError(PaymentError):
+    """A schedule's timing breaks a rule (first run, frequency, end date,
+    count); nothing was stored. ``field`` names the part of the request."""
+
+    code = "invalid_schedule"
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ScheduleNotFoundError(PaymentError):
+    """No schedule with this id is the caller's."""
+
+    code = "schedule_not_found"
+
+
+class ScheduleStateError(PaymentError):
+    """The schedule's status does not allow the change (cancelling a finished
+    one, resuming one that is not paused); the message says what is allowed."""
+
+    code = "schedule_state"
+
+
+class ScheduleRunSettledError(PaymentError):
+    """A scheduler came to record a run that another scheduler (or an earlier
+    attempt) recorded already: its payment is rolled back. Never reaches a client."""
+
+    code = "schedule_run_settled"

@@ -710,6 +710,17 @@ payments_orders = Table(
     Index("ix_payments_orders_merchant_id_id", "merchant_id", "id"),
     Index("ix_payments_orders_refund_of", "refund_of"),
     Index("ix_payments_orders_state_updated_ts", "state", "updated_ts"),
+    # Histories, newest first (zhifu.payments.history): an account's side, a customer's side.
+    Index("ix_payments_orders_debit_account_id_created_ts", "debit_account_id", "created_ts", "id"),
+    Index(
+        "ix_payments_orders_credit_account_id_created_ts", "credit_account_id", "created_ts", "id"
+    ),
+    Index(
+        "ix_payments_orders_payer_customer_id_created_ts", "payer_customer_id", "created_ts", "id"
+    ),
+    Index(
+        "ix_payments_orders_payee_customer_id_created_ts", "payee_customer_id", "created_ts", "id"
+    ),
 )
 
 payments_transitions = Table(
@@ -768,4 +779,215 @@ accounts_customer_limits = Table(
         " AND (yearly_minor IS NULL OR yearly_minor >= 0)",
         name="limits_non_negative",
     ),
+)
+
+# --- merchants (zhifu.merchants) -----------------------------------------------------------
+#
+# Merchants a customer onboarded (pending until staff approve them with the
+# partner key of their point of sale), the QR codes issued to them (static and
+# single-use dynamic), customers' one-time payment codes (only their blind
+# index, never the digits), the Idempotency-Keys of the requests that made
+# these, and a per-key count of unusable payment codes (the guessing throttle).
+# Payments and refunds are payments_orders rows with merchant_id set.
+
+merchants_merchants = Table(
+    "merchants_merchants",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("owner_customer_id", Id128, ForeignKey("identity_customers.id"), nullable=False),
+    Column("name", String(25), nullable=False),
+    Column("alternate_name", String(25), nullable=True),
+    Column("city", String(15), nullable=False),
+    Column("alternate_city", String(15), nullable=True),
+    Column("mcc", String(4), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("settlement_account_id", Id128, ForeignKey("accounts_accounts.id"), nullable=False),
+    Column("partner_key_id", String(64), ForeignKey("identity_partner_keys.key_id"), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("approved_ts", BigInteger, nullable=True),
+    Column("approved_by", String(80), nullable=True),
+    CheckConstraint("status IN ('pending', 'active')", name="status_known"),
+    CheckConstraint(
+        "(status = 'active') = (partner_key_id IS NOT NULL AND approved_ts IS NOT NULL)",
+        name="active_iff_approved",
+    ),
+    Index("ix_merchants_merchants_owner_customer_id_id", "owner_customer_id", "id"),
+    Index("ix_merchants_merchants_status_id", "status", "id"),
+    Index("ix_merchants_merchants_partner_key_id", "partner_key_id"),
+)
+
+merchants_qr_codes = Table(
+    "merchants_qr_codes",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("merchant_id", Id128, ForeignKey("merchants_merchants.id"), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("payload", String(512), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=True),
+    Column("order_ref", String(25), nullable=True),
+    Column("terminal_label", String(25), nullable=True),
+    Column("expires_ts", BigInteger, nullable=True),
+    Column("used_order_id", Id128, ForeignKey("payments_orders.id"), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("created_by", String(80), nullable=False),
+    CheckConstraint("kind IN ('static', 'dynamic')", name="kind_known"),
+    CheckConstraint("status IN ('active', 'used')", name="status_known"),
+    CheckConstraint(
+        "(kind = 'dynamic') = (amount_minor IS NOT NULL AND expires_ts IS NOT NULL)",
+        name="dynamic_iff_amount_and_expiry",
+    ),
+    CheckConstraint("amount_minor IS NULL OR amount_minor > 0", name="amount_positive"),
+    CheckConstraint("(status = 'used') = (used_order_id IS NOT NULL)", name="used_iff_order"),
+    CheckConstraint("kind = 'dynamic' OR status = 'active'", name="static_never_used"),
+    Index(
+        "ix_merchants_qr_codes_merchant_id_kind_status_expires_ts",
+        "merchant_id",
+        "kind",
+        "status",
+        "expires_ts",
+    ),
+)
+
+merchants_payment_codes = Table(
+    "merchants_payment_codes",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    # The keyed blind index of the 18 digits; the digits themselves are never stored.
+    Column("code_index", LargeBinary(32), nullable=False, unique=True),
+    Column("customer_id", Id128, ForeignKey("identity_customers.id"), nullable=False),
+    Column("account_id", Id128, ForeignKey("accounts_accounts.id"), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_cap_minor", BigInteger, nullable=False),
+    Column("step_up", String(32), nullable=True),
+    Column("status", String(8), nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Column("used_order_id", Id128, ForeignKey("payments_orders.id"), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    CheckConstraint("status IN ('active', 'used')", name="status_known"),
+    CheckConstraint("amount_cap_minor > 0", name="cap_positive"),
+    CheckConstraint("(status = 'used') = (used_order_id IS NOT NULL)", name="used_iff_order"),
+    Index(
+        "ix_merchants_payment_codes_customer_id_status_expires_ts",
+        "customer_id",
+        "status",
+        "expires_ts",
+    ),
+    Index("ix_merchants_payment_codes_expires_ts", "expires_ts"),
+)
+
+merchants_idempotency = Table(
+    "merchants_idempotency",
+    metadata,
+    Column("scope", String(80), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("resource", String(16), nullable=False),
+    Column("resource_id", Id128, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    CheckConstraint("resource IN ('merchant', 'qr_code', 'payment_code')", name="resource_known"),
+    Index("ix_merchants_idempotency_created_ts", "created_ts"),
+)
+
+merchants_code_failures = Table(
+    "merchants_code_failures",
+    metadata,
+    Column("partner_key_id", String(64), primary_key=True),
+    Column("window_start_s", BigInteger, primary_key=True, autoincrement=False),
+    Column("failures", Integer, nullable=False),
+    CheckConstraint("failures > 0", name="failures_positive"),
+)
+
+# --- payees and schedules (zhifu.payments.payees, zhifu.payments.schedules) ---------------
+#
+# A customer's payee book. The payee's account number and name are stored only
+# as envelope tokens (their master key id in ``pii_key_id``); a blind index of
+# the customer, scheme, bank and number (``account_index``) refuses a second
+# entry for the same account. ``scheme`` says how the payee is reached:
+# ``intra_bank`` today; payees at other banks fit the same row later (their
+# ``bank_code`` / ``bic`` / ``bank_name``, an IBAN in the encrypted number).
+# A schedule pays one payee from one account once or again and again (Asia/
+# Shanghai times). Its next run (``next_seq``, due at ``next_ts``) is claimed
+# with a lease; each run's outcome (paid with its order, failed with the
+# reason, skipped) is one row of ``payments_schedule_runs``.
+
+payments_payees = Table(
+    "payments_payees",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("customer_id", Id128, ForeignKey("identity_customers.id"), nullable=False),
+    Column("nickname", String(32), nullable=False),
+    Column("scheme", String(16), nullable=False),
+    Column("bank_code", String(12), nullable=True),
+    Column("bic", String(11), nullable=True),
+    Column("bank_name", String(128), nullable=True),
+    Column("account_number_enc", LargeBinary, nullable=False),
+    Column("name_enc", LargeBinary, nullable=False),
+    Column("account_index", LargeBinary(32), nullable=False),
+    Column("account_last4", String(4), nullable=False),
+    Column("pii_key_id", String(32), nullable=False, index=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    CheckConstraint("scheme IN ('intra_bank')", name="scheme_known"),
+    UniqueConstraint("customer_id", "account_index"),
+)
+
+payments_schedules = Table(
+    "payments_schedules",
+    metadata,
+    Column("id", Id128, primary_key=True),
+    Column("customer_id", Id128, ForeignKey("identity_customers.id"), nullable=False),
+    Column("from_account_id", Id128, ForeignKey("accounts_accounts.id"), nullable=False),
+    # NULL once the payee is deleted (only a finished or cancelled schedule's may be).
+    Column("payee_id", Id128, ForeignKey("payments_payees.id"), nullable=True),
+    Column("payee_label", String(64), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("memo", String(140), nullable=False),
+    Column("frequency", String(8), nullable=False),
+    Column("first_ts", BigInteger, nullable=False),
+    # The last Shanghai day a run may fall on ('2027-06-30').
+    Column("end_date", String(10), nullable=True),
+    Column("count_max", Integer, nullable=True),
+    Column("status", String(9), nullable=False),
+    Column("next_seq", Integer, nullable=False),
+    Column("next_ts", BigInteger, nullable=True),
+    Column("failures", Integer, nullable=False),
+    Column("step_up", String(16), nullable=True),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("lease_owner", Id128, nullable=True),
+    Column("lease_until_ts", BigInteger, nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    CheckConstraint("status IN ('active', 'paused', 'cancelled', 'finished')", name="status_known"),
+    CheckConstraint("frequency IN ('once', 'daily', 'weekly', 'monthly')", name="frequency_known"),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("next_seq >= 1", name="next_seq_positive"),
+    CheckConstraint("failures >= 0", name="failures_non_negative"),
+    CheckConstraint("count_max IS NULL OR count_max >= 1", name="count_max_positive"),
+    CheckConstraint("(status = 'active') = (next_ts IS NOT NULL)", name="next_ts_iff_active"),
+    CheckConstraint("(lease_owner IS NULL) = (lease_until_ts IS NULL)", name="lease_complete"),
+    UniqueConstraint("customer_id", "idempotency_key"),
+    Index("ix_payments_schedules_status_next_ts", "status", "next_ts"),
+    Index("ix_payments_schedules_payee_id", "payee_id"),
+)
+
+payments_schedule_runs = Table(
+    "payments_schedule_runs",
+    metadata,
+    Column("schedule_id", Id128, ForeignKey("payments_schedules.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("due_ts", BigInteger, nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("order_id", Id128, ForeignKey("payments_orders.id"), nullable=True),
+    Column("failure_code", String(48), nullable=True),
+    Column("failure_detail", String(256), nullable=True),
+    Column("ts", BigInteger, nullable=False),
+    CheckConstraint("outcome IN ('paid', 'failed', 'skipped')", name="outcome_known"),
+    CheckConstraint("(outcome = 'paid') = (order_id IS NOT NULL)", name="order_iff_paid"),
+    CheckConstraint("seq >= 1", name="seq_positive"),
 )

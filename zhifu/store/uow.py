@@ -15,10 +15,13 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+
+from zhifu.store.engine import writer_lock
 
 ATTEMPTS_MAX = 8
 BACKOFF_BASE_S = 0.002
@@ -75,7 +78,7 @@ def run_in_transaction(
     last: BaseException | None = None
     for attempt in range(1, attempts_max + 1):
         try:
-            with engine.connect() as connection:
+            with writer_lock(engine) if write else nullcontext(), engine.connect() as connection:
                 if engine.dialect.name == "sqlite":
                     connection.info["zhifu_begin"] = "BEGIN IMMEDIATE" if write else "BEGIN"
                 with connection.begin():

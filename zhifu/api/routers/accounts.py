@@ -12,6 +12,7 @@ strings with their currency code; floats are refused.
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
@@ -24,14 +25,20 @@ from zhifu.accounts.model import (
     NUMBER_TEXT_LENGTH_MAX,
     AccountStatus,
     CardStatus,
+    Channel,
+    CustomerLimits,
 )
 from zhifu.accounts.service import (
+    AccountLimitsView,
     AccountView,
     CardView,
     CashKind,
     CashReceipt,
+    ChannelLimitsRequest,
+    ChannelLimitsView,
     check_idempotency_key,
     opening_id,
+    raises_limits,
 )
 from zhifu.api.auth import AuditCtx, CurrentCustomer, require_permission
 from zhifu.api.deps import RuntimeDep
@@ -596,3 +603,150 @@ async def customer_accounts(
 ) -> list[StaffAccountOut]:
     views = await run_in_threadpool(runtime.accounts.customer_accounts, customer_id)
     return [StaffAccountOut.of(v) for v in views]
+
+
+# --- limits the customer chooses ---------------------------------------------------------------
+
+
+class LimitsIn(_In):
+    per_payment: str | None = Field(
+        None,
+        min_length=1,
+        max_length=AMOUNT_TEXT_LENGTH_MAX,
+        examples=["2000.00"],
+        description="Most one payment may be; null: the bank's limit alone; 0: channel off.",
+    )
+    daily: str | None = Field(
+        None,
+        min_length=1,
+        max_length=AMOUNT_TEXT_LENGTH_MAX,
+        examples=["5000.00"],
+        description="Most paid out per Shanghai day, all channels counted; null: the bank's.",
+    )
+    yearly: str | None = Field(
+        None,
+        min_length=1,
+        max_length=AMOUNT_TEXT_LENGTH_MAX,
+        description="Most paid out per calendar year, all channels counted; null: the bank's.",
+    )
+
+    _amounts_are_text = field_validator("per_payment", "daily", "yearly", mode="before")(money_text)
+
+
+class LimitAmountsOut(BaseModel):
+    per_payment: str | None
+    daily: str | None
+    yearly: str | None
+
+    @classmethod
+    def of(cls, amounts: tuple[Money | None, Money | None, Money | None]) -> LimitAmountsOut:
+        shown = [None if m is None else m.to_decimal_string() for m in amounts]
+        return cls(per_payment=shown[0], daily=shown[1], yearly=shown[2])
+
+
+class ChannelLimitsOut(BaseModel):
+    channel: Channel
+    policy: LimitAmountsOut = Field(description="The bank's limits; null: none.")
+    own: LimitAmountsOut = Field(description="The limits you set; null: none (the bank's apply).")
+    remaining: str | None = Field(
+        description="The largest single payment allowed now; null: no limit."
+    )
+
+    @classmethod
+    def of(cls, v: ChannelLimitsView) -> ChannelLimitsOut:
+        chosen = v.chosen
+        own = (
+            (None, None, None)
+            if chosen is None
+            else (
+                chosen.per_payment,
+                chosen.daily,
+                chosen.yearly,
+            )
+        )
+        return cls(
+            channel=v.channel,
+            policy=LimitAmountsOut.of((v.policy.per_payment, v.policy.daily, v.policy.yearly)),
+            own=LimitAmountsOut.of(own),
+            remaining=None if v.remaining is None else v.remaining.to_decimal_string(),
+        )
+
+
+class LimitsOut(BaseModel):
+    account_id: uuid.UUID
+    currency: str
+    day: date = Field(description="Today in Shanghai: the day the daily limits count.")
+    year: int
+    spent_today: str = Field(description="Paid out today, where limits applied.")
+    spent_this_year: str
+    channels: list[ChannelLimitsOut]
+
+    @classmethod
+    def of(cls, v: AccountLimitsView) -> LimitsOut:
+        return cls(
+            account_id=v.account_id,
+            currency=v.currency,
+            day=v.day,
+            year=v.year,
+            spent_today=v.spent_today.to_decimal_string(),
+            spent_this_year=v.spent_this_year.to_decimal_string(),
+            channels=[ChannelLimitsOut.of(c) for c in v.channels],
+        )
+
+
+@router.get(
+    "/accounts/{account_id}/limits",
+    response_model=LimitsOut,
+    summary="My limits on an account, per channel, and what is left",
+    responses=problem_responses(404),
+)
+async def account_limits(
+    account_id: uuid.UUID, principal: CurrentCustomer, runtime: RuntimeDep
+) -> LimitsOut:
+    view = await run_in_threadpool(runtime.accounts.limits, principal.subject_id, account_id)
+    return LimitsOut.of(view)
+
+
+@router.put(
+    "/accounts/{account_id}/limits/{channel}",
+    response_model=LimitsOut,
+    summary="Set my own lower limits on one channel (raising needs confirmation)",
+    responses=problem_responses(404, 409, 422),
+)
+async def set_account_limits(
+    account_id: uuid.UUID,
+    channel: Channel,
+    body: LimitsIn,
+    principal: CurrentCustomer,
+    runtime: RuntimeDep,
+    ctx: AuditCtx,
+    confirmation_id: ConfirmationId = None,
+) -> LimitsOut:
+    """Replaces the channel's three limits. They can only be at or below the
+    bank's (422 otherwise); zero turns the channel off. Lowering needs nothing;
+    raising one you set, or removing it, answers 403 ``step-up-required`` first."""
+    customer_id = principal.subject_id
+    view = await run_in_threadpool(runtime.accounts.limits, customer_id, account_id)
+    amounts = [
+        None if text is None else Money.parse(text, view.currency)
+        for text in (body.per_payment, body.daily, body.yearly)
+    ]
+    requested = ChannelLimitsRequest(channel, *amounts)
+    wanted = CustomerLimits(view.currency, *amounts)  # InvalidLimitError: 422
+    raising = raises_limits(view.channel(channel).chosen, wanted)
+    if raising:
+        await _step_up(
+            runtime,
+            principal,
+            "accounts.limits.raise",
+            {"account": str(account_id), "channel": channel.value, **body.model_dump()},
+            f"Raise your {channel.value} payment limits",
+            confirmation_id,
+            ctx,
+        )
+    view = await run_in_threadpool(
+        lambda: runtime.accounts.set_limits(
+            customer_id, account_id, requested, ctx, raise_allowed=raising
+        )
+    )
+    return LimitsOut.of(view)

@@ -5,7 +5,9 @@ Revises: 0006
 Create Date: 2026-11-25 13:40:06
 
 ``payments_orders`` holds one row per payment order (``zhifu.payments``) and
-``payments_transitions`` its append-only history. ``payments_idempotency``
+``payments_transitions`` its append-only history; the orders' ``(account or
+customer, created_ts, id)`` indexes serve transaction histories, newest first
+(``zhifu.payments.history``). ``payments_idempotency``
 remembers each caller's Idempotency-Keys with the fingerprint of the request.
 ``payments_spending`` keeps per-account running totals by direction and
 Shanghai day or year for the PBOC limits, and ``accounts_customer_limits`` the
@@ -99,6 +101,26 @@ def upgrade() -> None:
         batch_op.create_index("ix_payments_orders_refund_of", ["refund_of"], unique=False)
         batch_op.create_index(
             "ix_payments_orders_state_updated_ts", ["state", "updated_ts"], unique=False
+        )
+        batch_op.create_index(
+            "ix_payments_orders_debit_account_id_created_ts",
+            ["debit_account_id", "created_ts", "id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_payments_orders_credit_account_id_created_ts",
+            ["credit_account_id", "created_ts", "id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_payments_orders_payer_customer_id_created_ts",
+            ["payer_customer_id", "created_ts", "id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_payments_orders_payee_customer_id_created_ts",
+            ["payee_customer_id", "created_ts", "id"],
+            unique=False,
         )
 
     op.create_table(
@@ -197,6 +219,10 @@ def downgrade() -> None:
 
     op.drop_table("payments_idempotency")
     with op.batch_alter_table("payments_orders", schema=None) as batch_op:
+        batch_op.drop_index("ix_payments_orders_payee_customer_id_created_ts")
+        batch_op.drop_index("ix_payments_orders_payer_customer_id_created_ts")
+        batch_op.drop_index("ix_payments_orders_credit_account_id_created_ts")
+        batch_op.drop_index("ix_payments_orders_debit_account_id_created_ts")
         batch_op.drop_index("ix_payments_orders_state_updated_ts")
         batch_op.drop_index("ix_payments_orders_refund_of")
         batch_op.drop_index("ix_payments_orders_payer_customer_id_id")

@@ -53,7 +53,7 @@ from zhifu.runtime import Runtime, build_runtime, tune_gc
 API_TITLE: Final = "zhifu"
 OPENAPI_URL: Final = "/openapi.json"
 DOCS_URL: Final = "/docs"
-WORKER_THREADS: Final = 16  # threads for blocking use cases; the database pools hold 16
+WORKER_THREADS: Final = 16  # threads for blocking use cases; the SQLite pool holds 24
 API_DESCRIPTION: Final = (
     "zhifu (智付), a bank's payment platform. Every error is an RFC 9457 problem "
     "(application/problem+json) with `instance` and `request_id`; every response "

@@ -124,6 +124,8 @@ class Settings:
     webauthn_origins: tuple[str, ...] = ("http://localhost:8000",)
     # Whether webhook subscriptions may name loopback URLs (development only).
     webhooks_allow_loopback: bool = True
+    # A JSON file with the bank's own limit policies (lower than the PBOC's).
+    limits_file: Path | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -171,4 +173,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             if o.strip()
         ),
         webhooks_allow_loopback=_bool_env(env, "ZHIFU_WEBHOOKS_ALLOW_LOOPBACK", True),
+        limits_file=Path(env["ZHIFU_LIMITS_FILE"]) if env.get("ZHIFU_LIMITS_FILE") else None,
     )

@@ -8,12 +8,22 @@ use, so a command that only migrates the schema needs no signing key.
 from __future__ import annotations
 
 import gc
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from sqlalchemy import Engine
 
+from zhifu.accounts.errors import AccountsError
+from zhifu.accounts.model import (
+    DEFAULT_POLICIES,
+    LimitPolicy,
+    PolicyKey,
+    build_policy_table,
+    policy_overrides,
+)
 from zhifu.accounts.service import AccountsService
 from zhifu.config import ConfigError, Settings, load_settings
 from zhifu.identity.partners import PartnerService
@@ -159,7 +169,24 @@ class Runtime:
     @cached_property
     def accounts(self) -> AccountsService:
         """Customers' accounts and cards, and teller cash, over the ledger."""
-        return AccountsService(self.engine, self.ledger, self.keyring)
+        return AccountsService(self.engine, self.ledger, self.keyring, policies=self.limit_policies)
+
+    @cached_property
+    def limit_policies(self) -> Mapping[PolicyKey, LimitPolicy]:
+        """The PBOC limits, lowered where ZHIFU_LIMITS_FILE says so.
+
+        Raises ConfigError naming the file and what is wrong in it.
+        """
+        path = self.settings.limits_file
+        if path is None:
+            return DEFAULT_POLICIES
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+            return build_policy_table(policy_overrides(entries))
+        except OSError as error:
+            raise ConfigError(f"ZHIFU_LIMITS_FILE {path} cannot be read: {error}") from None
+        except (ValueError, AccountsError) as error:  # bad JSON, or a limit refused
+            raise ConfigError(f"ZHIFU_LIMITS_FILE {path}: {error}") from None
 
     @cached_property
     def payments(self) -> PaymentsService:

@@ -408,6 +408,95 @@ def build_policy_table(
     return MappingProxyType(table)
 
 
+POLICY_OVERRIDES_MAX: Final = 256
+_POLICY_ENTRY_KEYS: Final = frozenset(
+    {
+        "account_class",
+        "channel",
+        "direction",
+        "currency",
+        "per_payment",
+        "daily",
+        "yearly",
+        "balance_max",
+    }
+)
+
+
+def policy_overrides(entries: object) -> dict[PolicyKey, LimitPolicy]:
+    """The bank's own limits from decoded JSON: a list of objects such as
+    ``{"account_class": "II", "channel": "online", "direction": "outgoing",
+    "currency": "CNY", "per_payment": "2000.00", "daily": "5000.00"}`` with
+    amounts as decimal strings in major units; a limit left out keeps the
+    PBOC's (none for Class I). Pass the result to :func:`build_policy_table`,
+    which refuses any limit above the PBOC's.
+
+    Raises :class:`InvalidLimitError` naming the entry (1-based) and what is
+    wrong, :class:`UnsupportedCurrencyError` for a currency no product holds.
+    """
+    if not isinstance(entries, list) or len(entries) > POLICY_OVERRIDES_MAX:
+        raise InvalidLimitError(
+            f"the limit policies are a JSON list of at most {POLICY_OVERRIDES_MAX} objects"
+        )
+    found: dict[PolicyKey, LimitPolicy] = {}
+    for number, entry in enumerate(entries, start=1):
+        try:
+            key, policy = _policy_entry(entry)
+        except (InvalidLimitError, UnsupportedCurrencyError) as error:
+            raise type(error)(f"limit policy {number}: {error}") from None
+        if key in found:
+            raise InvalidLimitError(f"limit policy {number} repeats an earlier one's key")
+        found[key] = policy
+    return found
+
+
+def _policy_entry(entry: object) -> tuple[PolicyKey, LimitPolicy]:
+    if not isinstance(entry, dict) or not set(entry) <= _POLICY_ENTRY_KEYS:
+        raise InvalidLimitError(
+            f"an entry is an object with the members {', '.join(sorted(_POLICY_ENTRY_KEYS))}"
+        )
+    try:
+        key = PolicyKey(
+            AccountClass(str(entry.get("account_class"))),
+            Channel(str(entry.get("channel"))),
+            Direction(str(entry.get("direction"))),
+            str(entry.get("currency")),
+        )
+    except ValueError:
+        raise InvalidLimitError(
+            "account_class is I, II or III; channel one of "
+            f"{_listed(c.value for c in Channel)}; direction outgoing or incoming"
+        ) from None
+
+    ceiling = _ceiling(key).limits()
+    scopes = {
+        "per_payment": LimitScope.PER_PAYMENT,
+        "daily": LimitScope.DAILY,
+        "yearly": LimitScope.YEARLY,
+        "balance_max": LimitScope.BALANCE,
+    }
+
+    def amount(name: str) -> Money | None:
+        value = entry.get(name)
+        if value is None:
+            return ceiling[scopes[name]]
+        if not isinstance(value, str):
+            raise InvalidLimitError(f'{name} is a decimal string such as "5000.00"')
+        try:
+            return Money.parse(value, key.currency)
+        except ValueError as error:
+            raise InvalidLimitError(f"{name}: {error}") from None
+
+    policy = LimitPolicy(
+        key.currency,
+        per_payment=amount("per_payment"),
+        daily=amount("daily"),
+        yearly=amount("yearly"),
+        balance_max=amount("balance_max"),
+    )
+    return key, policy
+
+
 def policy_for(
     table: Mapping[PolicyKey, LimitPolicy],
     account_class: AccountClass,

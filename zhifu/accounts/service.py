@@ -61,7 +61,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -323,7 +323,7 @@ class AccountsService:
         bank_code: str = BANK_CODE_DEFAULT,
         branch_code: str = BRANCH_CODE_DEFAULT,
         issuer_bin: str = ISSUER_BIN_DEFAULT,
-        policies: dict[PolicyKey, LimitPolicy] | None = None,
+        policies: Mapping[PolicyKey, LimitPolicy] | None = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger

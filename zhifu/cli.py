@@ -120,7 +120,11 @@ def serve(host: str, port: int, workers: int, tls_cert: Path | None, tls_key: Pa
     if tls_cert is not None and tls_key is not None:
         _check_tls_files(tls_cert, tls_key)
     with _runtime() as runtime:
-        pass  # settings valid, database reachable and migrated, before any worker starts
+        # Settings valid, database reachable and migrated, before any worker starts.
+        try:
+            runtime.limit_policies  # noqa: B018 - read now: a bad ZHIFU_LIMITS_FILE stops here
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
     if workers > 1:
         _prepare_multiprocess_metrics(runtime.settings.home)
 

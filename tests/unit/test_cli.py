@@ -537,3 +537,32 @@ def test_serve_with_a_bad_log_format_is_a_usage_error(
     assert completed.returncode == 2, output
     assert f"Error: {LOG_FORMAT_ERROR}" in output
     assert "Traceback" not in output
+
+
+def test_serve_with_limits_above_the_pbocs_is_a_usage_error(
+    env: dict[str, str | None], home: Path, tmp_path: Path
+) -> None:
+    limits = tmp_path / "limits.json"
+    entry = {
+        "account_class": "II",
+        "channel": "online",
+        "direction": "outgoing",
+        "currency": "CNY",
+        "daily": "10000.01",
+    }
+    limits.write_text(json.dumps([entry]), encoding="utf-8")
+    assert _invoke(["db", "upgrade"], env).exit_code == 0
+    process_env = {k: v for k, v in (dict(os.environ) | env).items() if v is not None}
+    process_env["ZHIFU_LIMITS_FILE"] = str(limits)
+    completed = subprocess.run(
+        [sys.executable, "-m", "zhifu.cli", "serve", "--port", str(_free_port())],
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=SERVE_TIMEOUT_S,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 2, output
+    assert "ZHIFU_LIMITS_FILE" in output and "at most 10,000.00 CNY" in output
+    assert "Traceback" not in output

@@ -96,6 +96,14 @@ DEMO_CUSTOMER = {
     "email": "li.wei@example.com",
 }
 DEMO_CUSTOMER_PASSWORD = "demo-only plum blossom lantern"  # noqa: S105 - demo data
+# A second customer, so the demo has somebody to pay.
+DEMO_PAYEE = {
+    "name": "王芳",
+    "resident_id": "310104198805120043",
+    "mobile": "13900139000",
+    "email": "wang.fang@example.com",
+}
+DEMO_PAYEE_PASSWORD = "demo-only jade river teapot"  # noqa: S105 - demo data
 DEMO_STAFF = (
     ("admin", "Demo Admin", "admin", "harbour lantern quietly 1"),
     ("checker", "Demo Checker", "admin", "river compass softly 2"),
@@ -119,6 +127,11 @@ def seed_people(runtime: Runtime) -> Iterator[str]:
     except AlreadyExistsError:
         yield "customer: already there"
     yield f"  sign in with {DEMO_CUSTOMER['mobile']} / {DEMO_CUSTOMER_PASSWORD}"
+    with contextlib.suppress(AlreadyExistsError):
+        runtime.identity.register_customer(
+            Registration(**DEMO_PAYEE, password=DEMO_PAYEE_PASSWORD), ctx
+        )
+    yield f"  and the payee {DEMO_PAYEE['mobile']} / {DEMO_PAYEE_PASSWORD}"
     for username, name, role, password in DEMO_STAFF:
         with contextlib.suppress(AlreadyExistsError):
             runtime.staff.create_staff(username, name, password, ctx, roles=(role,))
@@ -165,4 +178,51 @@ def seed_accounts(runtime: Runtime) -> Iterator[str]:
         number = format_digit_groups(view.number)
         again = "  (deposited before)" if receipt.replayed else ""
         yield f"  account {number}  {product:<7} {shown.balance.format()}{again}"
+    yield from seed_payment(runtime)
     runtime.ledger.seal()
+
+
+def seed_payment(runtime: Runtime) -> Iterator[str]:
+    """Open the payee's account and pay it once from the demo customer's CNY
+    account, through the payments use case; the key is fixed, so a second run
+    answers the first payment instead of paying again."""
+    from zhifu.accounts.model import Channel
+    from zhifu.ops.audit import system_context
+    from zhifu.payments.model import PaymentKind, request_fingerprint
+    from zhifu.payments.service import Idempotency, PaymentDraft
+
+    payer_id = runtime.identity.customer_id_by_mobile(DEMO_CUSTOMER["mobile"])
+    payee_id = runtime.identity.customer_id_by_mobile(DEMO_PAYEE["mobile"])
+    if payer_id is None or payee_id is None:
+        yield "payment: a demo customer is missing; none made"
+        return
+    payee = runtime.accounts.open_account(
+        payee_id,
+        "current",
+        "I",
+        "CNY",
+        system_context("system:demo"),
+        nickname="工资卡",
+        account_id=demo_id("wang-fang:current-cny"),
+    )
+    amount = Money.parse("88.00", "CNY")
+    body = {"to": payee.number, "amount": amount.to_decimal_string(), "memo": "午餐 lunch"}
+    result = runtime.payments.transfer(
+        payer_id,
+        demo_id("li-wei:current-cny"),
+        payee.number,
+        PaymentDraft(
+            PaymentKind.TRANSFER,
+            Channel.ONLINE,
+            f"customer:{payer_id}",
+            amount,
+            memo=body["memo"],
+        ),
+        Idempotency(
+            f"customer:{payer_id}",
+            "demo-lunch",
+            request_fingerprint("POST", "/v1/payments", body),
+        ),
+    )
+    again = "  (paid before)" if result.replayed else ""
+    yield f"payment: {amount.format()} to {result.order.payee_label}, {result.order.state}{again}"

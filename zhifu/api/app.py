@@ -30,6 +30,7 @@ from zhifu import __version__
 from zhifu.api.auth import AuditFallbackMiddleware
 from zhifu.api.docs_page import CONTENT_SECURITY_POLICY, docs_html
 from zhifu.api.middleware import RequestContextMiddleware
+from zhifu.api.pagination import PAGINATION_HEADERS
 from zhifu.api.problems import install_problem_handlers, problem_openapi
 from zhifu.api.request_context import REQUEST_ID_HEADER
 from zhifu.api.routers import (
@@ -152,7 +153,7 @@ def create_app(
             allow_credentials=False,
             allow_methods=CORS_ALLOW_METHODS,
             allow_headers=CORS_ALLOW_HEADERS,
-            expose_headers=(REQUEST_ID_HEADER,),
+            expose_headers=(REQUEST_ID_HEADER, *PAGINATION_HEADERS),
         )
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -42,6 +42,7 @@ from zhifu.accounts.service import (
 )
 from zhifu.api.auth import AuditCtx, CurrentCustomer, require_permission
 from zhifu.api.deps import RuntimeDep
+from zhifu.api.pagination import PAGE_RESPONSES, PageQuery, by_created
 from zhifu.api.params import (
     ConfirmationId,
     IdempotencyKey,
@@ -90,6 +91,14 @@ router = APIRouter(prefix="/v1", tags=["accounts"], responses=problem_responses(
 
 CashManager = Annotated[Principal, require_permission(Permission.CASH_MANAGE)]
 CustomerReader = Annotated[Principal, require_permission(Permission.CUSTOMERS_READ)]
+
+# The store's order: oldest first, the id breaking ties. The lists are read
+# whole and sliced by the pager: a customer has at most ACCOUNTS_PER_CUSTOMER_MAX
+# accounts, each with at most CARDS_PER_ACCOUNT_MAX cards.
+ACCOUNTS_ORDER: Final = by_created("accounts")
+STAFF_ACCOUNTS_ORDER: Final = by_created("customer-accounts")
+ACCOUNT_CARDS_ORDER: Final = by_created("account-cards")
+CARDS_ORDER: Final = by_created("cards")
 
 
 class _In(BaseModel):
@@ -297,10 +306,17 @@ async def open_account(
     return AccountOut.of(view)
 
 
-@router.get("/accounts", response_model=list[AccountOut], summary="My accounts, with balances")
-async def list_accounts(principal: CurrentCustomer, runtime: RuntimeDep) -> list[AccountOut]:
+@router.get(
+    "/accounts",
+    response_model=list[AccountOut],
+    summary="My accounts, with balances, oldest first",
+    responses=PAGE_RESPONSES,
+)
+async def list_accounts(
+    principal: CurrentCustomer, runtime: RuntimeDep, pager: PageQuery
+) -> list[AccountOut]:
     views = await run_in_threadpool(runtime.accounts.list_accounts, principal.subject_id)
-    return [AccountOut.of(v) for v in views]
+    return [AccountOut.of(v) for v in pager.page(views, ACCOUNTS_ORDER)]
 
 
 @router.get(
@@ -442,20 +458,27 @@ async def issue_card(
 @router.get(
     "/accounts/{account_id}/cards",
     response_model=list[CardOut],
-    summary="The cards of one of my accounts",
-    responses=problem_responses(404),
+    summary="The cards of one of my accounts, oldest first",
+    responses={**problem_responses(404), **PAGE_RESPONSES},
 )
 async def account_cards(
-    account_id: uuid.UUID, principal: CurrentCustomer, runtime: RuntimeDep
+    account_id: uuid.UUID, principal: CurrentCustomer, runtime: RuntimeDep, pager: PageQuery
 ) -> list[CardOut]:
     views = await run_in_threadpool(runtime.accounts.list_cards, principal.subject_id, account_id)
-    return [CardOut.of(v) for v in views]
+    return [CardOut.of(v) for v in pager.page(views, ACCOUNT_CARDS_ORDER)]
 
 
-@router.get("/cards", response_model=list[CardOut], summary="All my cards")
-async def my_cards(principal: CurrentCustomer, runtime: RuntimeDep) -> list[CardOut]:
+@router.get(
+    "/cards",
+    response_model=list[CardOut],
+    summary="All my cards, oldest first",
+    responses=PAGE_RESPONSES,
+)
+async def my_cards(
+    principal: CurrentCustomer, runtime: RuntimeDep, pager: PageQuery
+) -> list[CardOut]:
     views = await run_in_threadpool(runtime.accounts.customer_cards, principal.subject_id)
-    return [CardOut.of(v) for v in views]
+    return [CardOut.of(v) for v in pager.page(views, CARDS_ORDER)]
 
 
 @router.post(
@@ -594,15 +617,15 @@ async def cash_withdrawal(
 @router.get(
     "/admin/customers/{customer_id}/accounts",
     response_model=list[StaffAccountOut],
-    summary="A customer's accounts (numbers masked)",
+    summary="A customer's accounts (numbers masked), oldest first",
     tags=["administration"],
-    responses=problem_responses(404),
+    responses={**problem_responses(404), **PAGE_RESPONSES},
 )
 async def customer_accounts(
-    customer_id: uuid.UUID, principal: CustomerReader, runtime: RuntimeDep
+    customer_id: uuid.UUID, principal: CustomerReader, runtime: RuntimeDep, pager: PageQuery
 ) -> list[StaffAccountOut]:
     views = await run_in_threadpool(runtime.accounts.customer_accounts, customer_id)
-    return [StaffAccountOut.of(v) for v in views]
+    return [StaffAccountOut.of(v) for v in pager.page(views, STAFF_ACCOUNTS_ORDER)]
 
 
 # --- limits the customer chooses ---------------------------------------------------------------

@@ -8,7 +8,7 @@ A customer's endpoints only ever act on the caller's own records.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Header, Response
 from fastapi.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zhifu.api.auth import AuditCtx, CurrentCustomer, CurrentPrincipal
 from zhifu.api.deps import RuntimeDep
+from zhifu.api.pagination import PAGE_RESPONSES, PageQuery, by_created
 from zhifu.api.params import ConfirmationId
 from zhifu.api.problems import problem_responses
 from zhifu.identity.access import SubjectKind
@@ -34,6 +35,12 @@ router = APIRouter(prefix="/v1", tags=["identity"])
 
 BROWSER_HEADER = "X-Zhifu-Browser"
 TEXT_MAX = 320
+# The stores' orders, the id breaking ties between equal times. The lists are
+# read whole and sliced by the pager: at most SESSIONS_PER_SUBJECT_MAX sessions,
+# DEVICES_PER_CUSTOMER_MAX phones and PASSKEYS_PER_USER_MAX passkeys.
+SESSIONS_ORDER: Final = by_created("sessions", descending=True)
+DEVICES_ORDER: Final = by_created("devices")
+PASSKEYS_ORDER: Final = by_created("passkeys")
 
 
 class _In(BaseModel):
@@ -516,10 +523,17 @@ async def me(principal: CurrentCustomer, runtime: RuntimeDep) -> CustomerOut:
     return CustomerOut.of(await run_in_threadpool(runtime.identity.profile, principal))
 
 
-@router.get("/me/sessions", response_model=list[SessionOut], summary="My active sessions")
-async def my_sessions(principal: CurrentPrincipal, runtime: RuntimeDep) -> list[SessionOut]:
+@router.get(
+    "/me/sessions",
+    response_model=list[SessionOut],
+    summary="My active sessions, newest first",
+    responses=PAGE_RESPONSES,
+)
+async def my_sessions(
+    principal: CurrentPrincipal, runtime: RuntimeDep, pager: PageQuery
+) -> list[SessionOut]:
     views = await run_in_threadpool(runtime.identity.list_sessions, principal)
-    return [SessionOut.of(v) for v in views]
+    return [SessionOut.of(v) for v in pager.page(views, SESSIONS_ORDER)]
 
 
 @router.delete(
@@ -673,10 +687,17 @@ async def regenerate_recovery_codes(
     return RecoveryCodesOut(recovery_codes=codes)
 
 
-@router.get("/me/devices", response_model=list[DeviceOut], summary="My bound phones")
-async def my_devices(principal: CurrentCustomer, runtime: RuntimeDep) -> list[DeviceOut]:
+@router.get(
+    "/me/devices",
+    response_model=list[DeviceOut],
+    summary="My bound phones, oldest first",
+    responses=PAGE_RESPONSES,
+)
+async def my_devices(
+    principal: CurrentCustomer, runtime: RuntimeDep, pager: PageQuery
+) -> list[DeviceOut]:
     views = await run_in_threadpool(runtime.identity.devices, principal)
-    return [DeviceOut(**_fields(v)) for v in views]
+    return [DeviceOut(**_fields(v)) for v in pager.page(views, DEVICES_ORDER)]
 
 
 def _fields(view: Any) -> dict[str, Any]:
@@ -745,10 +766,17 @@ async def revoke_device(
     return Response(status_code=204)
 
 
-@router.get("/me/passkeys", response_model=list[PasskeyOut], summary="My passkeys")
-async def my_passkeys(principal: CurrentPrincipal, runtime: RuntimeDep) -> list[PasskeyOut]:
+@router.get(
+    "/me/passkeys",
+    response_model=list[PasskeyOut],
+    summary="My passkeys, oldest first",
+    responses=PAGE_RESPONSES,
+)
+async def my_passkeys(
+    principal: CurrentPrincipal, runtime: RuntimeDep, pager: PageQuery
+) -> list[PasskeyOut]:
     views = await run_in_threadpool(runtime.identity.passkeys, principal)
-    return [PasskeyOut(**_fields(v)) for v in views]
+    return [PasskeyOut(**_fields(v)) for v in pager.page(views, PASSKEYS_ORDER)]
 
 
 @router.post(

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from zhifu.api.auth import AuditCtx, CurrentCustomer, CurrentPartner, require_permission
 from zhifu.api.deps import RuntimeDep
+from zhifu.api.pagination import PAGE_RESPONSES, PageQuery, by_id
 from zhifu.api.params import ConfirmationId, IdempotencyKey, money_text
 from zhifu.api.problems import problem_responses, register_error_mapping
 from zhifu.api.routers.payments import PaymentOut, step_up_for_amount
@@ -502,10 +503,22 @@ async def onboard_merchant(
     return MerchantOut.of(result.merchant, replayed=result.replayed)
 
 
-@router.get("/v1/merchants", response_model=list[MerchantOut], summary="My merchants")
-async def my_merchants(principal: CurrentCustomer, runtime: RuntimeDep) -> list[MerchantOut]:
+# The store's order (time-ordered ids: oldest first). Read whole and sliced by
+# the pager: a customer has at most MERCHANTS_PER_CUSTOMER_MAX merchants.
+MERCHANTS_ORDER: Final = by_id("merchants")
+
+
+@router.get(
+    "/v1/merchants",
+    response_model=list[MerchantOut],
+    summary="My merchants, oldest first",
+    responses=PAGE_RESPONSES,
+)
+async def my_merchants(
+    principal: CurrentCustomer, runtime: RuntimeDep, pager: PageQuery
+) -> list[MerchantOut]:
     views = await run_in_threadpool(runtime.merchants.merchants_of, principal.subject_id)
-    return [MerchantOut.of(v) for v in views]
+    return [MerchantOut.of(v) for v in pager.page(views, MERCHANTS_ORDER)]
 
 
 @router.get(

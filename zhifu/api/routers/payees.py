@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +29,7 @@ from zhifu.accounts.model import (
 )
 from zhifu.api.auth import AuditCtx, CurrentCustomer
 from zhifu.api.deps import RuntimeDep
+from zhifu.api.pagination import PAGE_RESPONSES, PageQuery, by_id
 from zhifu.api.params import ConfirmationId, IdempotencyKey, money_text
 from zhifu.api.problems import problem_responses, register_error_mapping
 from zhifu.api.routers.payments import (
@@ -74,6 +75,11 @@ register_error_mapping(
 router = APIRouter(prefix="/v1", tags=["payments"], responses=problem_responses(401, 403))
 
 PAYEE_ADD_ACTION = "payments.payee.add"
+# The store's orders (time-ordered ids): payees oldest first, schedules newest
+# first. Read whole and sliced by the pager: a customer has at most
+# PAYEES_PER_CUSTOMER_MAX payees and SCHEDULES_PER_CUSTOMER_MAX schedules.
+PAYEES_ORDER: Final = by_id("payees")
+SCHEDULES_ORDER: Final = by_id("schedules", descending=True)
 
 
 class _In(BaseModel):
@@ -291,10 +297,17 @@ async def add_payee(
     return PayeeOut.of(view)
 
 
-@router.get("/payees", response_model=list[PayeeOut], summary="My payees")
-async def list_payees(principal: CurrentCustomer, runtime: RuntimeDep) -> list[PayeeOut]:
+@router.get(
+    "/payees",
+    response_model=list[PayeeOut],
+    summary="My payees, oldest first",
+    responses=PAGE_RESPONSES,
+)
+async def list_payees(
+    principal: CurrentCustomer, runtime: RuntimeDep, pager: PageQuery
+) -> list[PayeeOut]:
     views = await run_in_threadpool(runtime.payees.list_payees, principal.subject_id)
-    return [PayeeOut.of(v) for v in views]
+    return [PayeeOut.of(v) for v in pager.page(views, PAYEES_ORDER)]
 
 
 @router.patch(
@@ -450,10 +463,17 @@ async def create_schedule(
     return ScheduleOut.of(result.schedule, replayed=result.replayed)
 
 
-@router.get("/schedules", response_model=list[ScheduleOut], summary="My schedules")
-async def list_schedules(principal: CurrentCustomer, runtime: RuntimeDep) -> list[ScheduleOut]:
+@router.get(
+    "/schedules",
+    response_model=list[ScheduleOut],
+    summary="My schedules, newest first",
+    responses=PAGE_RESPONSES,
+)
+async def list_schedules(
+    principal: CurrentCustomer, runtime: RuntimeDep, pager: PageQuery
+) -> list[ScheduleOut]:
     views = await run_in_threadpool(runtime.schedules.list_schedules, principal.subject_id)
-    return [ScheduleOut.of(v) for v in views]
+    return [ScheduleOut.of(v) for v in pager.page(views, SCHEDULES_ORDER)]
 
 
 @router.get(

@@ -10,7 +10,7 @@ docs/payments.md ("Webhooks").
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zhifu.api.auth import AuditCtx, CurrentPartner
 from zhifu.api.deps import RuntimeDep
+from zhifu.api.pagination import PAGE_RESPONSES, PageQuery, by_id
 from zhifu.api.problems import problem_responses, register_error_mapping
 from zhifu.webhooks import errors as webhook_errors
 from zhifu.webhooks.model import (
@@ -35,6 +36,10 @@ register_error_mapping(webhook_errors.DeliveryNotFoundError, 404, "not-found", "
 register_error_mapping(webhook_errors.QuotaExceededError, 409, "quota-exceeded", "Too many")
 
 router = APIRouter(prefix="/v1/partner", tags=["webhooks"], responses=problem_responses(401))
+
+# The store's order (time-ordered ids: oldest first). Read whole and sliced by
+# the pager: a key holds at most SUBSCRIPTIONS_PER_PARTNER_MAX subscriptions.
+SUBSCRIPTIONS_ORDER: Final = by_id("webhooks")
 
 
 class SubscriptionIn(BaseModel):
@@ -156,11 +161,16 @@ async def create_webhook(
 
 
 @router.get(
-    "/webhooks", response_model=list[SubscriptionOut], summary="The caller's webhook subscriptions"
+    "/webhooks",
+    response_model=list[SubscriptionOut],
+    summary="The caller's webhook subscriptions, oldest first",
+    responses=PAGE_RESPONSES,
 )
-async def list_webhooks(partner: CurrentPartner, runtime: RuntimeDep) -> list[SubscriptionOut]:
+async def list_webhooks(
+    partner: CurrentPartner, runtime: RuntimeDep, pager: PageQuery
+) -> list[SubscriptionOut]:
     views = await run_in_threadpool(runtime.webhooks.list_subscriptions, partner.id)
-    return [SubscriptionOut.of(v) for v in views]
+    return [SubscriptionOut.of(v) for v in pager.page(views, SUBSCRIPTIONS_ORDER)]
 
 
 @router.delete(

@@ -203,3 +203,35 @@ def test_a_large_payment_waits_for_the_bound_phone(
     retried = pay(bank, token, payer, payee, "6000.00", key=key)  # no second confirmation
     assert retried.status_code == 200 and retried.json()["id"] == confirmed.json()["id"]
     assert balance(bank, payee_token, payee) == "6000.00"
+
+
+def test_a_debit_card_pays_until_it_is_frozen(
+    bank: Bank, teller_token: str, assert_problem: Problem
+) -> None:
+    _, token, payer = customer_with_account(bank, teller_token, "20.00")
+    _, _, payee = customer_with_account(bank, teller_token)
+    issued = bank.call("POST", f"/v1/accounts/{payer['id']}/cards", token)
+    assert issued.status_code == 201, issued.text
+    card = issued.json()
+    body = {
+        "from_card_id": card["id"],
+        "to_account_number": payee["number"],
+        "amount": "5.00",
+        "currency": "CNY",
+    }
+
+    def pay_by_card(extra: dict[str, Any] | None = None) -> httpx.Response:
+        headers = {"Idempotency-Key": secrets.token_hex(8)}
+        return bank.call(
+            "POST", "/v1/payments", token, json={**body, **(extra or {})}, headers=headers
+        )
+
+    paid = pay_by_card()
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["debit_account_id"] == payer["id"]
+    assert_problem(pay_by_card({"from_account_id": payer["id"]}), 422)  # one source only
+    frozen = bank.call("POST", f"/v1/cards/{card['id']}/freeze", token)
+    assert frozen.status_code == 200, frozen.text
+    refused = assert_problem(pay_by_card(), 409, "card-blocked")
+    assert card["pan_masked"][-4:] in refused["detail"] and "frozen" in refused["detail"]
+    assert balance(bank, token, payer) == "15.00"

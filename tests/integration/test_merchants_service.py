@@ -58,6 +58,7 @@ from zhifu.money import Money
 from zhifu.ops.audit import system_context
 from zhifu.payments import errors as payments_errors
 from zhifu.payments.model import OrderState, PaymentKind
+from zhifu.payments.service import PaymentResult
 from zhifu.store.tables import (
     merchants_payment_codes,
     merchants_qr_codes,
@@ -300,6 +301,33 @@ def test_a_frozen_paying_account_refuses_with_its_reason(bank: MerchantBank, sho
         bank.pay_qr(payer, bank.qr(shop).payload, "1.00")
     assert _count(bank.engine, payments_orders) == 0
     assert _count(bank.engine, webhooks_events) == 0
+
+
+def test_a_card_pays_a_scanned_code_until_it_is_frozen(bank: MerchantBank, shop: Shop) -> None:
+    payer = funded(bank, 100_00)
+    ctx = customer_ctx(payer.customer_id)
+    card = bank.accounts.issue_card(payer.customer_id, payer.id, ctx)
+    payload = bank.qr(shop).payload
+    plan = bank.merchants.scan(payload, "2.00", None)
+    scope = f"customer:{payer.customer_id}"
+
+    def pay() -> PaymentResult:
+        body = {"payload": payload, "amount": "2.00", "card": str(card.id)}
+        return bank.merchants.pay_scanned(
+            payer.customer_id,
+            plan,
+            None,
+            "",
+            None,
+            idem(scope, "/v1/qr-payments", body),
+            from_card_id=card.id,
+        )
+
+    assert pay().order.debit_account_id == payer.id
+    bank.accounts.freeze_card(payer.customer_id, card.id, ctx)
+    with pytest.raises(accounts_errors.CardBlockedError, match="frozen"):
+        pay()
+    assert _count(bank.engine, payments_orders) == 1
 
 
 def test_the_qr_daily_limit_at_the_limit_and_one_past(bank: MerchantBank, shop: Shop) -> None:

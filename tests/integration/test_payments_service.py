@@ -412,3 +412,54 @@ def test_a_replay_reads_the_idempotency_record_of_its_scope(bank: PayingBank) ->
     with bank.engine.connect() as connection:
         row = connection.execute(select(payments_idempotency)).one()
     assert (row.scope, row.key, row.order_id) == (scope, "k1", first.order.id)
+
+
+# --- paying with a debit card ------------------------------------------------------------
+
+
+def _pay_by_card(bank: PayingBank, payer: Any, payee: Any, card_id: uuid.UUID) -> Any:
+    draft = PaymentDraft(
+        PaymentKind.TRANSFER, Channel.ONLINE, f"customer:{payer.customer_id}", Money(1_00, "CNY")
+    )
+    return bank.payments.transfer(
+        payer.customer_id, None, payee.number, draft, None, from_card_id=card_id
+    )
+
+
+def test_a_card_pays_from_its_account(bank: PayingBank) -> None:
+    payer, payee = funded(bank, 10_00), funded(bank, 0)
+    card = bank.accounts.issue_card(payer.customer_id, payer.id, customer_ctx(payer.customer_id))
+    order = _pay_by_card(bank, payer, payee, card.id).order
+    assert order.debit_account_id == payer.id
+    assert _balance(bank, payer) == "9.00 CNY"
+
+
+def test_frozen_and_lost_cards_refuse_with_their_reason(bank: PayingBank) -> None:
+    payer, payee = funded(bank, 10_00), funded(bank, 0)
+    ctx = customer_ctx(payer.customer_id)
+    card = bank.accounts.issue_card(payer.customer_id, payer.id, ctx)
+    bank.accounts.freeze_card(payer.customer_id, card.id, ctx)
+    with pytest.raises(accounts_errors.CardBlockedError, match=r"card ending \d{4}: .*frozen"):
+        _pay_by_card(bank, payer, payee, card.id)
+    bank.accounts.report_lost(payer.customer_id, card.id, ctx)
+    with pytest.raises(accounts_errors.CardBlockedError, match="lost"):
+        _pay_by_card(bank, payer, payee, card.id)
+    assert _nothing_recorded(bank.engine)
+    assert _balance(bank, payer) == "10.00 CNY"
+
+
+def test_someone_elses_card_is_not_found(bank: PayingBank) -> None:
+    payer, payee = funded(bank, 10_00), funded(bank, 0)
+    card = bank.accounts.issue_card(payer.customer_id, payer.id, customer_ctx(payer.customer_id))
+    with pytest.raises(accounts_errors.CardNotFoundError):
+        _pay_by_card(bank, payee, payer, card.id)
+    assert _nothing_recorded(bank.engine)
+
+
+def test_without_a_source_the_default_account_pays(bank: PayingBank) -> None:
+    payer, payee = funded(bank, 10_00), funded(bank, 0)
+    draft = PaymentDraft(
+        PaymentKind.TRANSFER, Channel.ONLINE, f"customer:{payer.customer_id}", Money(2_00, "CNY")
+    )
+    bank.payments.transfer(payer.customer_id, None, payee.number, draft, None)
+    assert _balance(bank, payer) == "8.00 CNY"

@@ -89,6 +89,7 @@ from zhifu.payments.service import (
     PaymentsService,
     now_us,
     order_view,
+    paying_account,
 )
 from zhifu.security.envelope import KeyRing
 from zhifu.store.uow import run_in_transaction
@@ -564,9 +565,12 @@ class MerchantsService:
         memo: str,
         step_up: str | None,
         idempotency: Idempotency,
+        *,
+        from_card_id: uuid.UUID | None = None,
     ) -> PaymentResult:
-        """Pay a scanned QR code from one of the customer's accounts (by default
-        the default account of the code's currency). A dynamic code is used up
+        """Pay a scanned QR code from one of the customer's accounts (named, or
+        behind one of their debit cards, by default the default account of the
+        code's currency). A dynamic code is used up
         with the payment; the merchant's point of sale gets ``payment.succeeded``.
 
         Raises:
@@ -574,6 +578,7 @@ class MerchantsService:
             QrCodeUsedError, QrCodeExpiredError: a dynamic code paid or expired.
             MerchantNotFoundError: the merchant is not active.
             AccountNotFoundError: no such account of the customer's, or no default one.
+            CardNotFoundError, CardBlockedError: not their card, or frozen, lost or expired.
             and what PaymentsService.transfer raises (limits, funds, frozen accounts, step-up).
         """
         draft = PaymentDraft(
@@ -607,7 +612,14 @@ class MerchantsService:
             if merchant is None or merchant.status != MerchantStatus.ACTIVE:
                 raise MerchantNotFoundError("this merchant does not take payments now")
             partner_key.append(merchant.partner_key_id)
-            payer = _payer_account(connection, customer_id, from_account_id, plan.amount.currency)
+            payer = paying_account(
+                connection,
+                customer_id,
+                plan.amount.currency,
+                self.clock(),
+                account_id=from_account_id,
+                card_id=from_card_id,
+            )
             return payer, _account(connection, merchant.settlement_account_id)
 
         def after(connection: Connection, order: OrderView) -> None:
@@ -650,7 +662,9 @@ class MerchantsService:
                     self._payment_code_view(connection, remembered), None, replayed=True
                 )
             accounts_store.lock_customer(connection, customer_id)
-            account = _payer_account(connection, customer_id, account_id, cap.currency)
+            account = paying_account(
+                connection, customer_id, cap.currency, self.clock(), account_id=account_id
+            )
             _check_can_pay(account)
             if account.currency != cap.currency:
                 raise InvalidMerchantError(
@@ -984,23 +998,6 @@ def _account(connection: Connection, account_id: uuid.UUID) -> Row[Any]:
     row = accounts_store.account_by_id(connection, account_id)
     if row is None:
         raise InvariantError(f"account {account_id} named by a merchant record is missing")
-    return row
-
-
-def _payer_account(
-    connection: Connection, customer_id: uuid.UUID, account_id: uuid.UUID | None, currency: str
-) -> Row[Any]:
-    """The customer's account, or their default account in ``currency``."""
-    if account_id is not None:
-        row = accounts_store.account_by_id(connection, account_id)
-        if row is None or row.customer_id != customer_id:
-            raise accounts_errors.AccountNotFoundError("no such account")
-        return row
-    row = accounts_store.default_account(connection, customer_id, currency)
-    if row is None:
-        raise accounts_errors.AccountNotFoundError(
-            f"you have no default {currency} account: choose the account to pay from"
-        )
     return row
 
 

@@ -26,12 +26,15 @@ from zhifu.accounts.model import (
     DEFAULT_POLICIES,
     AccountClass,
     AccountStatus,
+    CardExpiry,
+    CardStatus,
     Channel,
     CustomerLimits,
     Direction,
     LimitPolicy,
     PolicyKey,
     check_account_usable,
+    check_card_usable,
     check_limits,
     effective_limits,
     parse_account_number,
@@ -184,14 +187,20 @@ class PaymentsService:
     def transfer(
         self,
         customer_id: uuid.UUID,
-        from_account_id: uuid.UUID,
+        from_account_id: uuid.UUID | None,
         to_account_number: str,
         draft: PaymentDraft,
         idempotency: Idempotency | None,
+        *,
+        from_card_id: uuid.UUID | None = None,
     ) -> PaymentResult:
-        """Move money from one of the customer's accounts to any account at this bank.
+        """Move money from one of the customer's accounts (named, or through one of
+        their debit cards, or else their default account in the currency) to any
+        account at this bank.
 
         Raises:
+            CardNotFoundError, CardBlockedError: the card is not the customer's, or
+                is frozen, lost, closed or expired.
             InvalidPaymentError: a bad amount or memo, or both sides the same account.
             InvalidAccountNumberError: a mistyped or other bank's account number.
             AccountNotFoundError: the source is not the customer's, or no such payee account.
@@ -205,9 +214,14 @@ class PaymentsService:
         number = parse_account_number(to_account_number, bank_code=self.bank_code).number
 
         def resolve(connection: Connection) -> tuple[Row[Any], Row[Any]]:
-            payer = accounts_store.account_by_id(connection, from_account_id)
-            if payer is None or payer.customer_id != customer_id:
-                raise accounts_errors.AccountNotFoundError("no such account")
+            payer = paying_account(
+                connection,
+                customer_id,
+                draft.amount.currency,
+                self.clock(),
+                account_id=from_account_id,
+                card_id=from_card_id,
+            )
             payee = accounts_store.account_by_number(connection, number)
             if payee is None:
                 raise accounts_errors.AccountNotFoundError(
@@ -485,6 +499,46 @@ class PaymentsService:
         store.insert_order(connection, values)
         store.insert_transitions(connection, order_id, 0, history)
         return _view_from_values(values, history)
+
+
+def paying_account(
+    connection: Connection,
+    customer_id: uuid.UUID,
+    currency: str,
+    now: int,
+    *,
+    account_id: uuid.UUID | None = None,
+    card_id: uuid.UUID | None = None,
+) -> Row[Any]:
+    """The account a customer pays from: the one named, the one behind a debit
+    card of theirs (which must be usable today), or their default account in
+    ``currency``. Somebody else's account or card answers like a missing one.
+
+    Raises AccountNotFoundError, CardNotFoundError, CardBlockedError.
+    """
+    if card_id is not None:
+        card = accounts_store.card_with_owner(connection, card_id)
+        if card is None or card.customer_id != customer_id:
+            raise accounts_errors.CardNotFoundError("no such card")
+        expiry = CardExpiry(int(card.expiry_year), int(card.expiry_month))
+        try:
+            check_card_usable(CardStatus(card.status), expiry, spending_buckets(now).day)
+        except accounts_errors.CardBlockedError as error:
+            raise accounts_errors.CardBlockedError(
+                f"card ending {card.last4}: {error}; nothing was paid"
+            ) from None
+        account_id = card.account_id
+    if account_id is not None:
+        row = accounts_store.account_by_id(connection, account_id)
+        if row is None or row.customer_id != customer_id:
+            raise accounts_errors.AccountNotFoundError("no such account")
+        return row
+    row = accounts_store.default_account(connection, customer_id, currency)
+    if row is None:
+        raise accounts_errors.AccountNotFoundError(
+            f"you have no default {currency} account: choose the account to pay from"
+        )
+    return row
 
 
 # --- pure helpers ---------------------------------------------------------------------------

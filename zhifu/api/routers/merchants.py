@@ -220,6 +220,9 @@ class QrPaymentIn(_In):
     from_account_id: uuid.UUID | None = Field(
         None, description="One of your accounts; default: your default account in the currency."
     )
+    from_card_id: uuid.UUID | None = Field(
+        None, description="Or one of your debit cards: its account pays."
+    )
     amount: str | None = Field(
         None,
         min_length=1,
@@ -236,6 +239,8 @@ class QrPaymentIn(_In):
     def _one_code(self) -> QrPaymentIn:
         if (self.payload is None) == (self.image_base64 is None):
             raise ValueError("give the code as exactly one of payload or image_base64")
+        if self.from_account_id is not None and self.from_card_id is not None:
+            raise ValueError("give from_account_id or from_card_id, not both")
         return self
 
 
@@ -749,13 +754,15 @@ async def pay_qr_code(
         ctx,
     )
     result: PaymentResult = await run_in_threadpool(
-        runtime.merchants.pay_scanned,
-        customer_id,
-        plan,
-        body.from_account_id,
-        body.memo,
-        step_up,
-        idempotency,
+        lambda: runtime.merchants.pay_scanned(
+            customer_id,
+            plan,
+            body.from_account_id,
+            body.memo,
+            step_up,
+            idempotency,
+            from_card_id=body.from_card_id,
+        )
     )
     _answer(response, result.replayed)
     return PaymentOut.of(result.order, customer_id, replayed=result.replayed)

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from zhifu.accounts.model import NUMBER_TEXT_LENGTH_MAX, Channel, mask_account_number
 from zhifu.api.auth import AuditCtx, CurrentCustomer
@@ -69,7 +69,14 @@ class _In(BaseModel):
 
 
 class TransferIn(_In):
-    from_account_id: uuid.UUID = Field(description="One of the caller's accounts.")
+    from_account_id: uuid.UUID | None = Field(
+        None,
+        description="One of the caller's accounts. Give this or from_card_id, or neither"
+        " to pay from the default account in the currency.",
+    )
+    from_card_id: uuid.UUID | None = Field(
+        None, description="One of the caller's debit cards: its account pays."
+    )
     to_account_number: str = Field(
         min_length=1,
         max_length=NUMBER_TEXT_LENGTH_MAX,
@@ -89,6 +96,12 @@ class TransferIn(_In):
     )
 
     _amount_is_text = field_validator("amount", mode="before")(money_text)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TransferIn:
+        if self.from_account_id is not None and self.from_card_id is not None:
+            raise ValueError("give from_account_id or from_card_id, not both")
+        return self
 
     @field_validator("channel")
     @classmethod
@@ -255,7 +268,7 @@ async def create_transfer(
         principal,
         "payments.transfer",
         {
-            "from": str(body.from_account_id),
+            "from": str(body.from_account_id or body.from_card_id or "default"),
             "to": to_number,
             "amount": amount.to_decimal_string(),
             "currency": amount.currency,
@@ -274,12 +287,14 @@ async def create_transfer(
         step_up=step_up,
     )
     result: PaymentResult = await run_in_threadpool(
-        runtime.payments.transfer,
-        customer_id,
-        body.from_account_id,
-        to_number,
-        draft,
-        idempotency,
+        lambda: runtime.payments.transfer(
+            customer_id,
+            body.from_account_id,
+            to_number,
+            draft,
+            idempotency,
+            from_card_id=body.from_card_id,
+        )
     )
     if result.replayed:
         response.status_code = 200

@@ -233,9 +233,10 @@ def test_ledger_verify_passes_on_an_empty_ledger(migrated: dict[str, str | None]
 def test_ledger_verify_passes_on_a_clean_ledger(migrated: dict[str, str | None]) -> None:
     _ok(migrated, "demo", "seed")
     text = _ok(migrated, "ledger", "verify").output
-    # The demo ledger's 4 accounts and 5 transfers, and the demo customer's 2 bank
-    # accounts, the bank's 2 cash accounts and 2 cash deposits.
-    assert "8 accounts, 7 transfers" in text
+    # The demo ledger's 4 accounts and 5 transfers; the demo customer's 2 bank
+    # accounts, the bank's 2 cash accounts and 2 cash deposits; the payee's
+    # account and the demo payment's hold and posting.
+    assert "9 accounts, 9 transfers" in text
     assert "FAIL" not in text
     assert text.strip().endswith("ledger verified")
 

@@ -242,8 +242,8 @@ def test_ledger_verify_passes_on_a_clean_ledger(migrated: dict[str, str | None])
 
     report = json.loads(_ok(migrated, "ledger", "verify", "--json").stdout)
     assert report["ok"] is True
-    assert report["accounts"] == 8
-    assert report["transfers"] == 7
+    assert report["accounts"] == 9
+    assert report["transfers"] == 9
     assert report["blocks"] >= 1
     assert report["unsealed_batches"] == 0
     assert report["checks"]

@@ -43,7 +43,6 @@ from zhifu.accounts.model import (
 )
 from zhifu.ids import uuid7
 from zhifu.invariant import InvariantError
-from zhifu.ledger import store as ledger_store
 from zhifu.ledger.model import Result, TransferFlags, TransferRequest
 from zhifu.ledger.service import LedgerService
 from zhifu.money import Money
@@ -263,9 +262,9 @@ class PaymentsService:
             order_id = uuid7()
             if draft.apply_limits:
                 self._check_outgoing(connection, payer, payee, draft, now)
-            self._move_money(connection, order_id, payer, payee, draft)
+            payee_balance = self._move_money(connection, order_id, payer, payee, draft)
             if draft.apply_limits:
-                self._check_incoming(connection, payer, payee, draft, now)
+                self._check_incoming(connection, payer, payee, draft, now, payee_balance)
             view = self._record(connection, order_id, payer, payee, draft, memo, now)
             if idempotency is not None:
                 store.insert_idempotency(
@@ -370,9 +369,10 @@ class PaymentsService:
         payee: Row[Any],
         draft: PaymentDraft,
         now: int,
+        balance_after: int,
     ) -> None:
         """The payee's limits (Class II and III), checked after the ledger so the
-        balance cap sees the balance this payment leaves."""
+        balance cap sees the balance this payment leaves (``balance_after``)."""
         policy = self._policy(payee, draft.channel, Direction.INCOMING)
         if not effective_limits(policy, None):
             return
@@ -385,23 +385,15 @@ class PaymentsService:
             totals = store.add_spending(
                 connection, payee.id, Direction.INCOMING.value, (day, year), amount.amount_minor
             )
-        balance = self.ledger_balance(connection, payee.id)
         check_limits(
             policy,
             None,
             amount,
             Money(totals[day], amount.currency) - amount,
             Money(totals[year], amount.currency) - amount,
-            Money(balance, amount.currency),
+            Money(balance_after, amount.currency),
             bound_account=bound,
         )
-
-    def ledger_balance(self, connection: Connection, account_id: uuid.UUID) -> int:
-        sql = ledger_store.LedgerSql(connection)
-        account = ledger_store.load_accounts(sql, [account_id]).get(account_id)
-        if account is None:
-            raise InvariantError(f"ledger account {account_id} does not exist")
-        return account.balance_posted
 
     def _move_money(
         self,
@@ -410,8 +402,9 @@ class PaymentsService:
         payer: Row[Any],
         payee: Row[Any],
         draft: PaymentDraft,
-    ) -> None:
-        """Hold the amount with a pending transfer and post it, as one linked chain."""
+    ) -> int:
+        """Hold the amount with a pending transfer and post it, as one linked
+        chain; the payee's posted balance after it."""
         hold = hold_transfer_id(order_id)
         code = draft.kind.ledger_code
         requests = [
@@ -440,6 +433,7 @@ class PaymentsService:
         failed = next((o.result for o in plan.outcomes if o.result is not Result.OK), None)
         if failed is not None:
             raise _ledger_refusal(failed, payer, draft.amount)
+        return plan.touched_accounts[payee.id].balance_posted
 
     def _record(
         self,

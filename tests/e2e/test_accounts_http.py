@@ -272,3 +272,20 @@ def test_staff_see_accounts_masked_and_customers_only_their_own(
     assert account_of(bank, token, account["id"])["status"] == "open"
     refused = cash(bank, token, "deposits", body, "customer-teller")
     assert_problem(refused, 403, "forbidden")
+
+
+def test_a_retried_card_issue_answers_the_first_card(bank: Bank, assert_problem: Problem) -> None:
+    _, token = signed_in(bank)
+    account, other = open_account(bank, token), open_account(bank, token)
+    headers = {"Idempotency-Key": "card-" + secrets.token_hex(6)}
+    path = f"/v1/accounts/{account['id']}/cards"
+    first = bank.call("POST", path, token, headers=headers)
+    again = bank.call("POST", path, token, headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json()["id"] == first.json()["id"]
+    listed = bank.call("GET", path, token).json()
+    assert [c["id"] for c in listed] == [first.json()["id"]]
+    elsewhere = bank.call("POST", f"/v1/accounts/{other['id']}/cards", token, headers=headers)
+    assert_problem(elsewhere, 409, "idempotency-conflict")
+    bad = bank.call("POST", path, token, headers={"Idempotency-Key": "no spaces"})
+    assert_problem(bad, 400, "invalid-idempotency-key")

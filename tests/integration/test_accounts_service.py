@@ -562,6 +562,45 @@ def test_cards_per_account_are_limited(bank: Bank) -> None:
         bank.accounts.issue_card(customer, account.id, ctx)
 
 
+def test_a_card_issue_with_a_key_issues_one_card(bank: Bank) -> None:
+    customer = bank.customer()
+    ctx = customer_ctx(customer)
+    account, other = bank.open(customer), bank.open(customer)
+    card_id = accounts_service.issuing_id(customer, "card-key-1")
+    first = bank.accounts.issue_card(customer, account.id, ctx, card_id=card_id)
+    again = bank.accounts.issue_card(customer, account.id, ctx, card_id=card_id)
+    assert (again.id, again.pan_masked, again.token) == (first.id, first.pan_masked, first.token)
+    assert len(bank.accounts.list_cards(customer, account.id)) == 1
+    with pytest.raises(IdempotencyConflictError, match="another account"):
+        bank.accounts.issue_card(customer, other.id, ctx, card_id=card_id)
+    stranger = bank.customer()
+    stranger_account = bank.open(stranger)
+    with pytest.raises(IdempotencyConflictError):
+        bank.accounts.issue_card(
+            stranger, stranger_account.id, customer_ctx(stranger), card_id=card_id
+        )
+    assert bank.accounts.list_cards(stranger, stranger_account.id) == []
+
+
+def test_concurrent_card_issues_with_one_key_issue_one_card(bank: Bank) -> None:
+    customer = bank.customer()
+    ctx = customer_ctx(customer)
+    account = bank.open(customer)
+    card_id = accounts_service.issuing_id(customer, "card-key-race")
+    issued: list[uuid.UUID] = []
+
+    def issue() -> None:
+        issued.append(bank.accounts.issue_card(customer, account.id, ctx, card_id=card_id).id)
+
+    threads = [threading.Thread(target=issue) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert issued == [card_id] * 4
+    assert len(bank.accounts.list_cards(customer, account.id)) == 1
+
+
 def test_a_card_number_already_taken_is_drawn_again(
     bank: Bank, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -209,6 +209,11 @@ def opening_id(customer_id: uuid.UUID, idempotency_key: str) -> uuid.UUID:
     return uuid.uuid5(ACCOUNTS_NAMESPACE, f"open:{customer_id}:{idempotency_key}")
 
 
+def issuing_id(customer_id: uuid.UUID, idempotency_key: str) -> uuid.UUID:
+    """The card id of a card issue sent with an idempotency key."""
+    return uuid.uuid5(ACCOUNTS_NAMESPACE, f"card:{customer_id}:{idempotency_key}")
+
+
 def check_idempotency_key(key: str | None) -> str:
     """``key`` when it is 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'.
 
@@ -745,9 +750,11 @@ class AccountsService:
 
     # --- cards ----------------------------------------------------------------------------
 
-    def _draw_card(self, account_id: uuid.UUID, now: int) -> _NewCard:
+    def _draw_card(
+        self, account_id: uuid.UUID, now: int, card_id: uuid.UUID | None = None
+    ) -> _NewCard:
         """A new card with a random PAN and token, its PAN encrypted and indexed."""
-        card_id = uuid7()
+        card_id = card_id or uuid7()
         pan = random_pan(issuer_bin=self.issuer_bin)
         expiry = card_expiry(spending_buckets(now).day)
         context = column_context(CARDS_TABLE, "pan_enc", card_id)
@@ -769,7 +776,10 @@ class AccountsService:
         return _NewCard(values, mask_pan(pan))
 
     def _with_new_card(
-        self, account_id: uuid.UUID, write: Callable[[Connection, _NewCard], T]
+        self,
+        account_id: uuid.UUID,
+        write: Callable[[Connection, _NewCard], T],
+        card_id: uuid.UUID | None = None,
     ) -> T:
         """Run ``write`` with a freshly drawn card until its PAN and token are unused.
 
@@ -778,7 +788,7 @@ class AccountsService:
         unique violation, and the next attempt draws again.
         """
         for _ in range(CARD_NUMBER_DRAWS_MAX):
-            card = self._draw_card(account_id, self.clock())
+            card = self._draw_card(account_id, self.clock(), card_id)
             try:
                 return self._tx(_with_card(write, card))
             except DBAPIError as exc:
@@ -787,18 +797,35 @@ class AccountsService:
         raise InvariantError(f"{CARD_NUMBER_DRAWS_MAX} random card numbers in a row were taken")
 
     def issue_card(
-        self, customer_id: uuid.UUID, account_id: uuid.UUID, ctx: AuditContext
+        self,
+        customer_id: uuid.UUID,
+        account_id: uuid.UUID,
+        ctx: AuditContext,
+        *,
+        card_id: uuid.UUID | None = None,
     ) -> CardView:
-        """Issue an active debit card for an open account.
+        """Issue an active debit card for an open account. ``card_id`` (default: a
+        new UUIDv7; see :func:`issuing_id`) makes the call idempotent: again, it
+        answers the card the first call issued.
 
         Raises:
             AccountNotFoundError: no such account of the customer's.
             AccountStateError: the account is frozen or closed.
             QuotaExceededError: the account has too many cards.
+            IdempotencyConflictError: ``card_id`` names a card of another request.
         """
 
         def write(connection: Connection, card: _NewCard) -> Row[Any]:
             account = self._owned(connection, customer_id, account_id, lock=True)
+            if card_id is not None:
+                existing = store.card_with_owner(connection, card_id)
+                if existing is not None:
+                    if existing.customer_id != customer_id or existing.account_id != account_id:
+                        raise IdempotencyConflictError(
+                            "this Idempotency-Key was already used to issue a card for another"
+                            " account; use a new key for a new card"
+                        )
+                    return existing
             _check_card_account(account)
             counts = store.count_cards(connection, account_id)
             if counts.live >= CARDS_LIVE_PER_ACCOUNT_MAX:
@@ -818,7 +845,7 @@ class AccountsService:
             )
             return self._owned_card(connection, customer_id, card.values["id"])
 
-        return self._card_view(self._with_new_card(account_id, write))
+        return self._card_view(self._with_new_card(account_id, write, card_id))
 
     def list_cards(self, customer_id: uuid.UUID, account_id: uuid.UUID) -> list[CardView]:
         """The account's cards, lost and closed ones too. Raises AccountNotFoundError."""

@@ -37,6 +37,7 @@ from zhifu.accounts.service import (
     ChannelLimitsRequest,
     ChannelLimitsView,
     check_idempotency_key,
+    issuing_id,
     opening_id,
     raises_limits,
 )
@@ -444,13 +445,25 @@ async def close_account(
     status_code=201,
     response_model=CardOut,
     summary="Issue a debit card for an account",
-    responses=problem_responses(404, 409),
+    responses=problem_responses(400, 404, 409),
 )
 async def issue_card(
-    account_id: uuid.UUID, principal: CurrentCustomer, runtime: RuntimeDep, ctx: AuditCtx
+    account_id: uuid.UUID,
+    principal: CurrentCustomer,
+    runtime: RuntimeDep,
+    ctx: AuditCtx,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> CardOut:
+    """With an ``Idempotency-Key``, a retry answers the card the first call
+    issued (one card, not two); the key for another account is 409."""
+    customer_id = principal.subject_id
+    card_id = (
+        None
+        if idempotency_key is None
+        else issuing_id(customer_id, check_idempotency_key(idempotency_key))
+    )
     view = await run_in_threadpool(
-        runtime.accounts.issue_card, principal.subject_id, account_id, ctx
+        lambda: runtime.accounts.issue_card(customer_id, account_id, ctx, card_id=card_id)
     )
     return CardOut.of(view)
 

@@ -195,3 +195,16 @@ class ScheduleRunSettledError(PaymentError):
     attempt) recorded already: its payment is rolled back. Never reaches a client."""
 
     code = "schedule_run_settled"
+
+
+class FxError(PaymentError):
+    """An exchange quote cannot be made as asked: a rate, spread, fee, currency
+    pair, amount or lifetime out of bounds; the message says what is allowed."""
+
+    code = "invalid_fx"
+
+
+class QuoteExpiredError(FxError):
+    """An exchange quote was used after the time it was locked for."""
+
+    code = "quote_expired"

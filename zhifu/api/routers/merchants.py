@@ -34,7 +34,7 @@ from zhifu.api.deps import RuntimeDep
 from zhifu.api.pagination import PAGE_RESPONSES, PageQuery, by_id
 from zhifu.api.params import ConfirmationId, IdempotencyKey, money_text
 from zhifu.api.problems import problem_responses, register_error_mapping
-from zhifu.api.routers.payments import PaymentOut, step_up_for_amount
+from zhifu.api.routers.payments import PaymentOut, idempotency_for, step_up_for_amount
 from zhifu.identity.access import Permission, Principal
 from zhifu.merchants import errors as merchants_errors
 from zhifu.merchants.model import (
@@ -71,9 +71,7 @@ from zhifu.payments import errors as payments_errors
 from zhifu.payments.emvco import PAYLOAD_LENGTH_MAX
 from zhifu.payments.model import (
     MEMO_CHARS_MAX,
-    check_idempotency_key,
     needs_step_up,
-    request_fingerprint,
 )
 from zhifu.payments.qr_image import (
     IMAGE_BYTES_MAX,
@@ -438,18 +436,6 @@ async def merchant_partner(principal: CurrentPartner) -> Principal:
 MerchantPartner = Annotated[Principal, Depends(merchant_partner)]
 
 
-def idempotency_of(
-    principal: Principal, key: str | None, request: Request, body: BaseModel
-) -> Idempotency:
-    """The caller's key (scoped to the customer or the partner key) and the
-    fingerprint of this request. Raises InvalidIdempotencyKeyError."""
-    checked = check_idempotency_key(key or "")
-    fingerprint = request_fingerprint(
-        request.method, request.url.path, body.model_dump(mode="json")
-    )
-    return Idempotency(principal.actor, checked, fingerprint)
-
-
 def _answer(response: Response, replayed: bool) -> None:
     if replayed:
         response.status_code = 200
@@ -492,7 +478,7 @@ async def onboard_merchant(
 ) -> MerchantOut:
     """The merchant settles into the account given and takes its currency. It
     takes payments once bank staff approve it with its point of sale's key."""
-    idempotency = idempotency_of(principal, idempotency_key, request, body)
+    idempotency = idempotency_for(principal, idempotency_key, request, body)
     onboarding = Onboarding(
         name=body.name,
         city=body.city,
@@ -578,7 +564,7 @@ async def owner_qr_code(
     ctx: AuditCtx,
     idempotency_key: IdempotencyKey = None,
 ) -> QrCodeOut:
-    idempotency = idempotency_of(principal, idempotency_key, request, body)
+    idempotency = idempotency_for(principal, idempotency_key, request, body)
     caller = Caller.customer(principal.subject_id)
     return await _create_qr_code(
         caller, merchant_id, body, idempotency, runtime, ctx, response, "/v1/merchants"
@@ -659,7 +645,7 @@ async def owner_refund(
 ) -> PaymentOut:
     """From the merchant's settlement account back to the account that paid. A
     large amount needs a second factor, as a payment does."""
-    idempotency = idempotency_of(principal, idempotency_key, request, body)
+    idempotency = idempotency_for(principal, idempotency_key, request, body)
     amount = Money.parse(body.amount, body.currency)
     check_reference(body.refund_ref, "refund_ref", ORDER_REF_CHARS_MAX)
     caller = Caller.customer(principal.subject_id)
@@ -726,7 +712,7 @@ async def pay_qr_code(
     """Settles at once. A dynamic code pays once and until it expires (409
     ``qr-code-used``, ``qr-code-expired``); a code this bank did not issue, or
     one altered since, is refused (422). A large amount needs a second factor."""
-    idempotency = idempotency_of(principal, idempotency_key, request, body)
+    idempotency = idempotency_for(principal, idempotency_key, request, body)
     payload = body.payload
     if payload is None:
         payload = await run_in_threadpool(
@@ -797,7 +783,7 @@ async def new_payment_code(
 ) -> PaymentCodeOut:
     """The merchant's point of sale charges it once, up to the cap. A cap at or
     above the step-up amount needs a second factor now."""
-    idempotency = idempotency_of(principal, idempotency_key, request, body)
+    idempotency = idempotency_for(principal, idempotency_key, request, body)
     cap = check_code_cap(
         None if body.amount_cap is None else Money.parse(body.amount_cap, body.currency),
         body.currency,
@@ -889,7 +875,7 @@ async def partner_qr_code(
     ctx: AuditCtx,
     idempotency_key: IdempotencyKey = None,
 ) -> QrCodeOut:
-    idempotency = idempotency_of(partner, idempotency_key, request, body)
+    idempotency = idempotency_for(partner, idempotency_key, request, body)
     caller = Caller.partner(partner.id)
     return await _create_qr_code(
         caller, merchant_id, body, idempotency, runtime, ctx, response, "/v1/partner/merchants"
@@ -934,7 +920,7 @@ async def charge_payment_code(
     """Settles at once and uses the code up: a code pays once, whichever till
     presents it first. An unusable code is 422 ``payment-code-invalid``; after
     20 of them in a minute the key waits (429 with Retry-After)."""
-    idempotency = idempotency_of(partner, idempotency_key, request, body)
+    idempotency = idempotency_for(partner, idempotency_key, request, body)
     amount = Money.parse(body.amount, body.currency)
     check_reference(body.order_ref, "order_ref", ORDER_REF_CHARS_MAX)
     result: PaymentResult = await run_in_threadpool(
@@ -1003,7 +989,7 @@ async def partner_refund(
     idempotency_key: IdempotencyKey = None,
 ) -> PaymentOut:
     """The signed request authorises the refund, whatever its amount."""
-    idempotency = idempotency_of(partner, idempotency_key, request, body)
+    idempotency = idempotency_for(partner, idempotency_key, request, body)
     amount = Money.parse(body.amount, body.currency)
     check_reference(body.refund_ref, "refund_ref", ORDER_REF_CHARS_MAX)
     result: PaymentResult = await run_in_threadpool(

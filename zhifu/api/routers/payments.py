@@ -224,13 +224,14 @@ async def step_up_for_amount(
 def idempotency_for(
     principal: Principal, key: str | None, request: Request, body: BaseModel
 ) -> Idempotency:
-    """The caller's key and the fingerprint of this request. Raises
+    """The caller's key (scoped to the customer or partner key) and the
+    fingerprint of this request. Raises
     InvalidIdempotencyKeyError when the header is missing or malformed."""
     checked = check_idempotency_key(key or "")
     fingerprint = request_fingerprint(
         request.method, request.url.path, body.model_dump(mode="json")
     )
-    return Idempotency(f"{principal.kind}:{principal.subject_id}", checked, fingerprint)
+    return Idempotency(principal.actor, checked, fingerprint)
 
 
 @router.post(
